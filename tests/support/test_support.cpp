@@ -1,0 +1,96 @@
+#include "test_support.hpp"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+extern char** environ;
+
+namespace nexplain::test {
+
+namespace fs = std::filesystem;
+
+fs::path shared_dir() {
+  const char* env = std::getenv("NEXPLAIN_SHARED_DIR");
+  fs::path p = env ? fs::path(env) : fs::path(NEXPLAIN_SHARED_DIR);
+  std::error_code ec;
+  if (fs::is_regular_file(p / "DESIGN.md", ec) || fs::is_directory(p / "fixtures", ec)) return fs::weakly_canonical(p);
+  return {};
+}
+
+TempDir::TempDir() {
+  static std::atomic<int> counter{0};
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string name = info ? std::string(info->test_suite_name()) + "." + info->name() : "test";
+  for (auto& c : name) if (c == '/') c = '_';
+  path_ = fs::path(NEXPLAIN_TEST_TMP) / (name + "." + std::to_string(getpid()) + "." + std::to_string(counter++));
+  fs::remove_all(path_);
+  fs::create_directories(path_);
+}
+
+TempDir::~TempDir() {
+  if (!std::getenv("NEXPLAIN_KEEP_TMP")) {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_file(const fs::path& p, const std::string& data) {
+  std::ofstream f(p, std::ios::binary);
+  f.write(data.data(), static_cast<std::streamsize>(data.size()));
+}
+
+CliResult run_process(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+  TempDir io;
+  const fs::path out = io / "stdout", err = io / "stderr";
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  std::vector<std::string> envs;
+  for (char** e = environ; *e; ++e) envs.emplace_back(*e);
+  for (const auto& e : env) envs.push_back(e);
+  std::vector<char*> envp;
+  for (auto& e : envs) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t pid = 0;
+  CliResult r;
+  if (posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), envp.data()) != 0) {
+    posix_spawn_file_actions_destroy(&fa);
+    r.err = "spawn failed: " + argv[0];
+    return r;
+  }
+  posix_spawn_file_actions_destroy(&fa);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_file(out);
+  r.err = read_file(err);
+  return r;
+}
+
+CliResult run_cli(const std::vector<std::string>& args, const std::vector<std::string>& env) {
+  const char* cli = std::getenv("NEXPLAIN_CLI");
+  std::vector<std::string> argv{cli ? cli : NEXPLAIN_CLI};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_process(argv, env);
+}
+
+}  // namespace nexplain::test

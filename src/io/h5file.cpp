@@ -170,7 +170,11 @@ Dataset File::create_dataset_raw(const std::string& name, const std::vector<hsiz
                              : H5Screate_simple(static_cast<int>(shape.size()), shape.data(), maxdims.data()),
                H5Sclose);
   Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
-  bool chunked = !opt.chunk.empty() && !shape.empty();
+  std::size_t elements = 1;
+  for (auto d : shape) elements *= d;
+  // A zero-sized fixed dimension cannot be chunked (a chunk may not exceed it): such datasets
+  // (e.g. no quantile boundaries) are stored contiguous, which holds nothing anyway.
+  bool chunked = !opt.chunk.empty() && !shape.empty() && (elements > 0 || opt.unlimited_rows);
   if (chunked) {
     std::vector<hsize_t> chunk = opt.chunk;
     for (std::size_t i = 0; i < chunk.size(); ++i) {

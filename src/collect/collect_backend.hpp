@@ -1,0 +1,33 @@
+#pragma once
+// What the collect stage asks of a compute backend (CPU now, CUDA in cuda/): run batches of
+// excerpts through the model and fold the captured MLP activations of the selected layers into
+// per-layer reduction states that the backend owns (on the GPU they live in device memory, so
+// only final records ever leave it). States are exported as host CaptureState / HistogramState,
+// so merging, checkpoints and the HDF5 writer are shared by every backend.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "capture/capture_state.hpp"
+#include "capture/histogram_state.hpp"
+
+namespace nexplain {
+
+class CollectBackend {
+ public:
+  virtual ~CollectBackend() = default;
+  virtual std::string name() const = 0;
+
+  // Histogram pre-pass: accumulate excerpt-max histograms of every selected layer.
+  // tokens: [B, T] row-major.
+  virtual void prepass(const std::uint32_t* tokens, int B) = 0;
+  virtual std::vector<HistogramState> histograms() = 0;  // one per selected layer, in order
+
+  // Main pass. start_main sets the per-layer states (empty, or restored from a checkpoint).
+  virtual void start_main(std::vector<CaptureState> states) = 0;
+  virtual void main(const std::uint32_t* tokens, const std::uint64_t* ids, int B) = 0;
+  virtual std::vector<CaptureState> states() = 0;  // export (copies)
+};
+
+}  // namespace nexplain

@@ -1,0 +1,199 @@
+#include "collect/collector.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+
+#include <spdlog/spdlog.h>
+
+#include "collect/cpu_backend.hpp"
+#include "collect/layer_range.hpp"
+#include "capture/hash.hpp"
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "core/progress.hpp"
+#include "core/sha256.hpp"
+#include "io/records_file.hpp"
+#include "io/sequences.hpp"
+#include "model/gpt2_weights.hpp"
+#include "nexplain_version.hpp"
+
+namespace nexplain {
+
+namespace fs = std::filesystem;
+
+double auto_prepass_rate(std::uint64_t n, std::uint64_t target) {
+  if (n == 0 || n <= target) return 1.0;
+  return static_cast<double>(target) / static_cast<double>(n);
+}
+
+namespace {
+
+// sha256 of the files that define the model, for provenance.
+nlohmann::json model_provenance(const fs::path& dir, const Gpt2Config& cfg) {
+  nlohmann::json files = nlohmann::json::object();
+  std::vector<fs::path> paths;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const auto name = e.path().filename().string();
+    if (name == "config.json" || name.ends_with(".safetensors") || name == "model.safetensors.index.json") paths.push_back(e.path());
+  }
+  std::sort(paths.begin(), paths.end());
+  for (const auto& p : paths) files[p.filename().string()] = sha256_file(p);
+  return {{"dir", fs::absolute(dir).string()}, {"config", cfg.to_json()}, {"files", files}};
+}
+
+// Token ids must index the model's embedding table; say where the first bad one is.
+void check_tokens(const std::vector<std::uint32_t>& tokens, std::uint64_t first_id, std::uint32_t T, int vocab,
+                  const fs::path& seqs) {
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] >= static_cast<std::uint32_t>(vocab))
+      fail("{}: excerpt {}, position {}: token id {} is not below the model's vocab_size {}", seqs.string(),
+           first_id + i / T, i % T, tokens[i], vocab);
+  }
+}
+
+std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Gpt2Weights& w, const std::vector<int>& layers,
+                                             const CaptureParams& p) {
+  std::string device = o.device;
+  if (device == "auto") device = "cpu";  // the CUDA backend registers itself here when built
+  if (device == "cpu") {
+    if (o.precision != "fp32") fail("--precision {}: the CPU backend computes in fp32 only", o.precision);
+    return std::make_unique<CpuCollectBackend>(w, layers, p, o.threads);
+  }
+  if (device == "cuda") fail("--device cuda: this build has no CUDA backend yet (use --device cpu)");
+  fail("--device '{}': expected cpu, cuda or auto", device);
+}
+
+}  // namespace
+
+CollectSummary run_collect(const CollectOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  // ---- validate everything before any compute
+  AtomicOutput out(o.out);  // fails now when the output directory is missing or unwritable
+  SequencesReader seqs(o.sequences);
+  const auto T = static_cast<std::uint32_t>(seqs.seq_len());
+  if (o.seq_len != 0 && static_cast<std::uint32_t>(o.seq_len) != T)
+    fail("--seq-len {}: {} holds excerpts of {} tokens (re-tokenize with --seq-len {} or drop the option)", o.seq_len,
+         o.sequences.string(), T, o.seq_len);
+  const auto cfg = Gpt2Config::load(o.model_dir);
+  const std::vector<int> layers = parse_layer_range(o.layers, cfg.n_layer);
+  if (T > static_cast<std::uint32_t>(cfg.n_positions))
+    fail("{}: excerpts of {} tokens are longer than the model's n_positions {}", o.sequences.string(), T, cfg.n_positions);
+  if (seqs.vocab_size() > static_cast<std::uint64_t>(cfg.vocab_size))
+    spdlog::warn("{}: tokenizer vocabulary ({}) is larger than the model's ({}); every token is checked",
+                 o.sequences.string(), seqs.vocab_size(), cfg.vocab_size);
+  const std::uint64_t N = o.max_excerpts ? std::min<std::uint64_t>(o.max_excerpts, seqs.size()) : seqs.size();
+  CaptureParams params = o.params;
+  params.T = T;
+  params.validate();
+  if (N == 0) fail("{}: the corpus holds no excerpts", o.sequences.string());
+  if (params.K > N)
+    fail("--top-k {} is larger than the number of excerpts ({}) in {}", params.K, N, o.sequences.string());
+  if (o.batch < 1) fail("--batch {}: must be at least 1", o.batch);
+
+  Gpt2LoadOptions lo;
+  lo.last_layer = layers.back();
+  lo.final_norm = false;
+  const auto weights = Gpt2Weights::load(o.model_dir, lo);
+  auto backend = make_backend(o, weights, layers, params);
+  spdlog::info("collect: {} excerpts x {} tokens, layers {}..{} ({} layers x {} neurons), backend {}, batch {}", N, T,
+               layers.front(), layers.back(), layers.size(), cfg.n_inner, backend->name(), o.batch);
+
+  // ---- pre-pass: histograms of excerpt maxima over a hashed subset -> quantile boundaries
+  const double rate = o.prepass_rate >= 0 ? std::min(o.prepass_rate, 1.0) : auto_prepass_rate(N, o.prepass_target);
+  std::uint64_t pre_n = 0;
+  std::vector<std::vector<double>> boundaries(layers.size());
+  if (rate > 0 && !params.quantile_fractions.empty()) {
+    std::vector<std::uint64_t> subset;
+    for (std::uint64_t id = 0; id < N; ++id)
+      if (excerpt_in_prepass(params.seed, id, rate)) subset.push_back(id);
+    pre_n = subset.size();
+    Progress prog("collect pre-pass", pre_n * T, "tokens");
+    std::vector<std::uint32_t> tokens, row(T);
+    for (std::size_t i = 0; i < subset.size(); i += static_cast<std::size_t>(o.batch)) {
+      const std::size_t b = std::min<std::size_t>(static_cast<std::size_t>(o.batch), subset.size() - i);
+      tokens.resize(b * T);
+      for (std::size_t j = 0; j < b; ++j) {
+        seqs.read(subset[i + j], 1, tokens.data() + j * T);
+        check_tokens(row = std::vector<std::uint32_t>(tokens.begin() + static_cast<std::ptrdiff_t>(j * T),
+                                                      tokens.begin() + static_cast<std::ptrdiff_t>((j + 1) * T)),
+                     subset[i + j], T, cfg.vocab_size, o.sequences);
+      }
+      backend->prepass(tokens.data(), static_cast<int>(b));
+      prog.update((i + b) * T);
+    }
+    prog.finish();
+    auto hists = backend->histograms();
+    for (std::size_t l = 0; l < layers.size(); ++l) boundaries[l] = hists[l].boundaries(params.quantile_fractions);
+  }
+
+  // ---- main pass
+  std::vector<CaptureState> states;
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    CaptureParams lp = params;
+    lp.layer = static_cast<std::uint32_t>(layers[l]);
+    states.emplace_back(lp, static_cast<std::uint32_t>(cfg.n_inner), boundaries[l]);
+  }
+  backend->start_main(std::move(states));
+  const auto tm = std::chrono::steady_clock::now();
+  {
+    Progress prog("collect", N * T, "tokens");
+    std::vector<std::uint32_t> tokens;
+    std::vector<std::uint64_t> ids;
+    for (std::uint64_t first = 0; first < N; first += static_cast<std::uint64_t>(o.batch)) {
+      const std::uint64_t b = std::min<std::uint64_t>(static_cast<std::uint64_t>(o.batch), N - first);
+      tokens.resize(b * T);
+      seqs.read(first, b, tokens.data());
+      check_tokens(tokens, first, T, cfg.vocab_size, o.sequences);
+      ids.resize(b);
+      for (std::uint64_t j = 0; j < b; ++j) ids[j] = first + j;
+      backend->main(tokens.data(), ids.data(), static_cast<int>(b));
+      prog.update((first + b) * T);
+    }
+    prog.finish();
+  }
+  const double main_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tm).count();
+  auto final_states = backend->states();
+
+  // ---- records file
+  RecordsMeta meta;
+  meta.params = params;
+  meta.layers = layers;
+  meta.n_excerpts = N;
+  meta.prepass_rate = rate;
+  meta.prepass_excerpts = pre_n;
+  meta.model = model_provenance(o.model_dir, cfg);
+  meta.corpus = {{"path", fs::absolute(o.sequences).string()},
+                 {"sha256", sha256_file(o.sequences)},
+                 {"provenance", seqs.provenance()}};
+  meta.backend = backend->name();
+  meta.command_line = o.command_line;
+  meta.nexplain_version = NEXPLAIN_VERSION;
+  std::vector<std::uint64_t> referenced;
+  std::vector<const CaptureState*> ptrs;
+  for (const auto& s : final_states) {
+    collect_referenced_ids(s.arrays(), referenced);
+    ptrs.push_back(&s);
+  }
+  std::sort(referenced.begin(), referenced.end());
+  referenced.erase(std::unique(referenced.begin(), referenced.end()), referenced.end());
+  std::map<std::uint64_t, std::vector<std::uint32_t>> excerpt_tokens;
+  for (auto id : referenced) {
+    std::vector<std::uint32_t> t(T);
+    seqs.read(id, 1, t.data());
+    excerpt_tokens.emplace(id, std::move(t));
+  }
+  write_records_file(out.temp_path(), meta, ptrs, excerpt_tokens);
+  out.commit();
+
+  CollectSummary s;
+  s.excerpts = N;
+  s.tokens = N * T;
+  s.prepass_excerpts = pre_n;
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  s.main_tokens_per_s = main_s > 0 ? static_cast<double>(N * T) / main_s : 0.0;
+  s.backend = backend->name();
+  return s;
+}
+
+}  // namespace nexplain

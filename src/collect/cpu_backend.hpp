@@ -1,0 +1,35 @@
+#pragma once
+// The CPU collect backend: the fp32 GPT-2 forward (OpenBLAS) feeding host reduction states.
+// It is the reference every other backend is checked against.
+#include <memory>
+#include <vector>
+
+#include "collect/collect_backend.hpp"
+#include "model/gpt2_cpu.hpp"
+
+namespace nexplain {
+
+class CpuCollectBackend : public CollectBackend {
+ public:
+  // layers: ascending selected layers. threads: for the forward and the reductions.
+  CpuCollectBackend(const Gpt2Weights& weights, std::vector<int> layers, const CaptureParams& params, int threads);
+  ~CpuCollectBackend() override;
+
+  std::string name() const override { return "cpu:fp32"; }
+  void prepass(const std::uint32_t* tokens, int B) override;
+  std::vector<HistogramState> histograms() override { return hists_; }
+  void start_main(std::vector<CaptureState> states) override;
+  void main(const std::uint32_t* tokens, const std::uint64_t* ids, int B) override;
+  std::vector<CaptureState> states() override { return states_; }
+
+ private:
+  class Sink;
+  Gpt2Cpu model_;
+  std::vector<int> layers_;
+  CaptureParams params_;
+  int threads_;
+  std::vector<HistogramState> hists_;
+  std::vector<CaptureState> states_;
+};
+
+}  // namespace nexplain

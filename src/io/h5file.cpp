@@ -1,5 +1,6 @@
 #include "io/h5file.hpp"
 
+#include <algorithm>
 #include <string>
 
 #include "core/error.hpp"
@@ -36,11 +37,12 @@ void write_attr(hid_t obj, const std::string& key, hid_t type, const void* value
 }
 
 void write_string_attr(hid_t obj, const std::string& key, const std::string& value, const std::string& path) {
+  // Variable-length UTF-8: h5py reads it as str (fixed-length strings come back as bytes).
   Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(type.get(), value.empty() ? 1 : value.size());
+  H5Tset_size(type.get(), H5T_VARIABLE);
   H5Tset_cset(type.get(), H5T_CSET_UTF8);
-  H5Tset_strpad(type.get(), H5T_STR_NULLPAD);
-  write_attr(obj, key, type.get(), value.empty() ? "" : value.data(), path);
+  const char* ptr = value.c_str();
+  write_attr(obj, key, type.get(), &ptr, path);
 }
 
 Handle open_attr(hid_t obj, const std::string& key, const std::string& path) {
@@ -104,6 +106,16 @@ void Dataset::read_rows_raw(std::uint64_t row0, std::uint64_t rows, hid_t type, 
     fail("{}: cannot read rows {}..{} of '{}' ({})", file_, row0, row0 + rows, name_, hdf5_reason());
 }
 
+std::vector<std::uint8_t> Dataset::read_raw_bytes() const {
+  Handle type(H5Dget_type(h_.get()), H5Tclose);
+  std::size_t n = H5Tget_size(type.get());
+  for (auto d : shape()) n *= d;
+  std::vector<std::uint8_t> out(n);
+  if (n && H5Dread(h_.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
+    fail("{}: cannot read '{}' ({})", file_, name_, hdf5_reason());
+  return out;
+}
+
 void Dataset::set_attr_string(const std::string& key, const std::string& value) { write_string_attr(h_.get(), key, value, file_); }
 void Dataset::set_attr_int(const std::string& key, std::int64_t value) { write_attr(h_.get(), key, H5T_NATIVE_INT64, &value, file_); }
 
@@ -161,6 +173,30 @@ bool File::exists(const std::string& name) const {
     pos = next;
   }
   return true;
+}
+
+namespace {
+// HDF5 1.12 versioned the object-info struct; both APIs are in use on clusters.
+#if H5_VERSION_GE(1, 12, 0)
+using ObjectInfo = H5O_info2_t;
+#else
+using ObjectInfo = H5O_info_t;
+#endif
+herr_t visit_cb(hid_t, const char* name, const ObjectInfo* info, void* data) {
+  if (info->type == H5O_TYPE_DATASET) static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+  return 0;
+}
+}  // namespace
+
+std::vector<std::string> File::list_datasets() const {
+  std::vector<std::string> names;
+#if H5_VERSION_GE(1, 12, 0)
+  H5Ovisit3(h_.get(), H5_INDEX_NAME, H5_ITER_INC, visit_cb, &names, H5O_INFO_BASIC);
+#else
+  H5Ovisit(h_.get(), H5_INDEX_NAME, H5_ITER_INC, visit_cb, &names);
+#endif
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 Dataset File::create_dataset_raw(const std::string& name, const std::vector<hsize_t>& shape, hid_t type, const DatasetOptions& opt) {
@@ -232,7 +268,8 @@ std::string File::attr_string(const std::string& key, const std::string& object)
     char* s = nullptr;
     Handle mtype(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(mtype.get(), H5T_VARIABLE);
-    H5Aread(attr.get(), mtype.get(), &s);
+    H5Tset_cset(mtype.get(), H5Tget_cset(ftype.get()));  // no ASCII<->UTF-8 conversion path exists
+    if (H5Aread(attr.get(), mtype.get(), &s) < 0) fail("{}: cannot read attribute '{}' ({})", path_, key, hdf5_reason());
     std::string out = s ? s : "";
     H5free_memory(s);
     return out;

@@ -97,6 +97,8 @@ class Dataset {
     write_rows(n, rows, data);
   }
   void extend_rows(std::uint64_t new_rows);
+  // The stored bytes in the file's own element type (for byte-for-byte comparisons).
+  std::vector<std::uint8_t> read_raw_bytes() const;
 
   void set_attr_string(const std::string& key, const std::string& value);
   void set_attr_int(const std::string& key, std::int64_t value);
@@ -124,6 +126,8 @@ class File {
   // Groups are created with their parents ("a/b/c").
   void create_group(const std::string& name);
   bool exists(const std::string& name) const;
+  // Paths of every dataset in the file, sorted ("layers/0/topk_ids", ...).
+  std::vector<std::string> list_datasets() const;
 
   template <typename T>
   Dataset create_dataset(const std::string& name, const std::vector<hsize_t>& shape, const DatasetOptions& opt = {}) {

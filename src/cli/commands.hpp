@@ -8,5 +8,9 @@ namespace nexplain::cli {
 
 void add_version_info_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
+void add_make_model_command(CLI::App& app);
+void add_collect_command(CLI::App& app);
+void add_inspect_command(CLI::App& app);
+void add_export_command(CLI::App& app);
 
 }  // namespace nexplain::cli

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "cli/cli_util.hpp"
 #include "cli/commands.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -23,9 +24,14 @@ int main(int argc, char** argv) {
 
   nexplain::cli::add_version_info_command(app);
   nexplain::cli::add_tokenize_command(app);
+  nexplain::cli::add_make_model_command(app);
+  nexplain::cli::add_collect_command(app);
+  nexplain::cli::add_inspect_command(app);
+  nexplain::cli::add_export_command(app);
 
   // Logging must be set up before any subcommand callback runs.
   app.parse_complete_callback([&] { nexplain::setup_logging(log_level); });
+  nexplain::cli::set_command_line(argc, argv);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "collect/cpu_backend.hpp"
+#include "collect/cuda_backend.hpp"
 #include "collect/layer_range.hpp"
 #include "capture/hash.hpp"
 #include "core/atomic_file.hpp"
@@ -17,6 +18,9 @@
 #include "io/sequences.hpp"
 #include "model/gpt2_weights.hpp"
 #include "nexplain_version.hpp"
+#ifdef NEXPLAIN_HAVE_CUDA
+#include "device_info.hpp"
+#endif
 
 namespace nexplain {
 
@@ -55,13 +59,26 @@ void check_tokens(const std::vector<std::uint32_t>& tokens, std::uint64_t first_
 std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Gpt2Weights& w, const std::vector<int>& layers,
                                              const CaptureParams& p) {
   std::string device = o.device;
-  if (device == "auto") device = "cpu";  // the CUDA backend registers itself here when built
-  if (device == "cpu") {
-    if (o.precision != "fp32") fail("--precision {}: the CPU backend computes in fp32 only", o.precision);
-    return std::make_unique<CpuCollectBackend>(w, layers, p, o.threads);
+  if (device != "cpu" && device != "cuda" && device != "auto")
+    fail("--device '{}': expected cpu, cuda or auto", device);
+#ifdef NEXPLAIN_HAVE_CUDA
+  if (device == "auto" || device == "cuda") {
+    const cuda::DeviceInfo info = cuda::query_device();
+    if (device == "cuda" && !info.available) fail("--device cuda: no CUDA device: {}", info.reason);
+    if (info.available) {
+      spdlog::info("collect: CUDA device {} (sm_{}{}, {:.1f} GiB)", info.name, info.sm_major, info.sm_minor,
+                   static_cast<double>(info.memory_bytes) / (1024.0 * 1024.0 * 1024.0));
+      return std::make_unique<CudaCollectBackend>(w, layers, p, cuda::parse_precision(o.precision));
+    }
+    spdlog::info("collect: --device auto: no CUDA device ({}), using the CPU backend", info.reason);
+    device = "cpu";
   }
-  if (device == "cuda") fail("--device cuda: this build has no CUDA backend yet (use --device cpu)");
-  fail("--device '{}': expected cpu, cuda or auto", device);
+#else
+  if (device == "cuda") fail("--device cuda: no CUDA device: this build has no CUDA backend (rebuild with nvcc found)");
+  if (device == "auto") device = "cpu";
+#endif
+  if (o.precision != "fp32") fail("--precision {}: the CPU backend computes in fp32 only", o.precision);
+  return std::make_unique<CpuCollectBackend>(w, layers, p, o.threads);
 }
 
 }  // namespace

@@ -1,0 +1,175 @@
+#pragma once
+// The CUDA backend's device engine behind a plain C++ interface: this header includes no CUDA
+// header, so host code (src/collect/cuda_backend.cpp, tests, benchmarks) compiles with any C++20
+// compiler. docs/CUDA.md describes the design.
+//
+//   Stream              one CUDA stream; everything of one backend is ordered on it
+//   Gpt2Device          GPT-2 weights on the device + workspace + cuBLASLt; the forward pass
+//   DeviceBatchIds      one batch's excerpt ids (and hash words) staged to the device
+//   DeviceCaptureState  one layer's reduction state (the CaptureArrays of src/capture) on the
+//                       device, updated by kernels with exactly CaptureState::update's semantics
+//   DeviceHistograms    the pre-pass histograms of one layer on the device
+//
+// Only functions defined inline in src/ headers may be used from cuda/ (nexplain_cuda is linked
+// after nexplain_lib): everything that needs the rest of the library lives in src/collect.
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "capture/capture_arrays.hpp"
+#include "capture/params.hpp"
+#include "model/gpt2_config.hpp"
+#include "model/gpt2_weights.hpp"
+
+namespace nexplain::cuda {
+
+// GEMM precision. fp32: CUBLAS_COMPUTE_32F; tf32: CUBLAS_COMPUTE_32F_FAST_TF32 (fp32 storage);
+// bf16: bf16 weights and GEMM inputs (LayerNorm outputs, attention outputs, MLP activations),
+// fp32 accumulation, fp32 residual stream, LayerNorm statistics, softmax and GELU arithmetic.
+enum class Precision { fp32, tf32, bf16 };
+// "fp32" | "tf32" | "bf16"; anything else is an Error naming the accepted values.
+Precision parse_precision(const std::string& text);
+const char* precision_name(Precision p);
+
+// The MLP activations (post-GELU) of one layer in device memory: row-major [B*T][N] (row =
+// excerpt * T + t), float or bfloat16. Valid until the next forward call on the same stream.
+struct ActView {
+  const void* data = nullptr;
+  bool bf16 = false;
+  int B = 0, T = 0, N = 0;
+};
+
+class Stream {
+ public:
+  Stream();  // a stream on the current device, ordered with the legacy default stream
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  void* handle() const { return s_; }  // cudaStream_t
+  void synchronize();                  // waits; reports asynchronous errors as Error
+
+ private:
+  void* s_ = nullptr;
+};
+
+class Gpt2Device {
+ public:
+  // Uploads wte, wpe and blocks 0..last_layer of `w` (which must be loaded), converting the
+  // matrices to bf16 for Precision::bf16.
+  Gpt2Device(const Gpt2Weights& w, int last_layer, Precision precision);
+  // Benchmarks: HF-style random weights (N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)),
+  // zero biases, unit LayerNorm gains) generated on the device; deterministic in `seed`, but not
+  // the same numbers as Gpt2Weights::random. Returns a ready model; no host copy is ever made.
+  static std::unique_ptr<Gpt2Device> random(const Gpt2Config& config, int last_layer, Precision precision,
+                                            std::uint64_t seed);
+  ~Gpt2Device();
+  Gpt2Device(const Gpt2Device&) = delete;
+  Gpt2Device& operator=(const Gpt2Device&) = delete;
+
+  const Gpt2Config& config() const;
+  Precision precision() const;
+  int last_layer() const;
+  Stream& stream();
+  std::size_t weight_bytes() const;
+
+  // Runs blocks 0..run_to (inclusive, run_to <= last_layer) on tokens (host, [B][T]), calling
+  // on_acts(layer, acts) right after each block's GELU, on the host thread, with the work queued
+  // on stream() (not yet finished: consumers queue their kernels behind it). The MLP
+  // down-projection of block run_to is skipped. Asynchronous: no host synchronisation except
+  // that the pinned staging buffer of the batch before the previous one must have been copied.
+  // Throws Error for token ids >= vocab_size (naming row and position), T > n_positions, bad B.
+  using ActCallback = std::function<void(int layer, const ActView& acts)>;
+  void forward(const std::uint32_t* tokens, int B, int T, int run_to, const ActCallback& on_acts);
+
+  // Tests: host float copies of the MLP activations of `layers` (ascending, <= last_layer), each
+  // [B*T][n_inner]. Synchronous.
+  std::map<int, std::vector<float>> forward_host(const std::uint32_t* tokens, int B, int T,
+                                                 const std::vector<int>& layers);
+
+ private:
+  Gpt2Device(const Gpt2Config& config, int last_layer, Precision precision);  // allocates only
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Excerpt ids of one batch on the device: ids[B] and hash_word(ids[B]). upload() is
+// asynchronous; the pinned staging buffers alternate, so the host waits only for the upload of
+// the batch before the previous one.
+class DeviceBatchIds {
+ public:
+  explicit DeviceBatchIds(Stream& stream);
+  ~DeviceBatchIds();
+  DeviceBatchIds(const DeviceBatchIds&) = delete;
+  DeviceBatchIds& operator=(const DeviceBatchIds&) = delete;
+  void upload(const std::uint64_t* ids, int B);
+  const std::uint64_t* ids() const;    // device pointer
+  const std::uint64_t* words() const;  // device pointer
+  int size() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Scratch memory of the reduction kernels (per-excerpt maxima and moments, candidate lists),
+// shared by every layer state of one stream and grown on demand.
+class ReduceScratch;
+std::shared_ptr<ReduceScratch> make_reduce_scratch(Stream& stream);
+
+class DeviceCaptureState {
+ public:
+  // Uploads `arrays` (shapes checked against params: Error). `scratch` may be shared between
+  // the layers of one stream; nullptr makes a private one.
+  DeviceCaptureState(const CaptureParams& params, const CaptureArrays& arrays, Stream& stream,
+                     std::shared_ptr<ReduceScratch> scratch = nullptr);
+  ~DeviceCaptureState();
+  DeviceCaptureState(const DeviceCaptureState&) = delete;
+  DeviceCaptureState& operator=(const DeviceCaptureState&) = delete;
+
+  const CaptureParams& params() const;
+  std::uint32_t n_neurons() const;
+  std::size_t device_bytes() const;
+
+  // Adds a batch already on the device (acts.T must equal params().T, acts.N n_neurons()).
+  // The ids are the caller's responsibility (strictly increasing, never seen, < kNoExcerpt).
+  // Asynchronous on the stream.
+  void update(const ActView& acts, const DeviceBatchIds& ids);
+  // Tests and tools: host activations [n_excerpts*T][N] and ids, validated exactly as
+  // CaptureState::update validates them. The bf16 variant takes bfloat16 bit patterns.
+  void update_host(const float* acts, std::size_t n_values, const std::uint64_t* ids, int n_excerpts);
+  void update_host_bf16(const std::uint16_t* acts, std::size_t n_values, const std::uint64_t* ids, int n_excerpts);
+
+  // The state as host arrays (synchronises the stream). boundaries are the ones given.
+  CaptureArrays download();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+class DeviceHistograms {
+ public:
+  DeviceHistograms(std::uint32_t n_neurons, std::uint32_t T, Stream& stream,
+                   std::shared_ptr<ReduceScratch> scratch = nullptr);
+  ~DeviceHistograms();
+  DeviceHistograms(const DeviceHistograms&) = delete;
+  DeviceHistograms& operator=(const DeviceHistograms&) = delete;
+  void update(const ActView& acts);  // asynchronous
+  void update_host(const float* acts, std::size_t n_values, int n_excerpts);  // tests
+  std::vector<std::uint64_t> download();  // [N][kHistBins]; synchronises
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// bfloat16 bits of a float, round to nearest even (NaN stays NaN): the host twin of
+// __float2bfloat16_rn, for tests that feed the same bf16 values to the CPU and the device.
+std::uint16_t float_to_bf16_bits(float x);
+float bf16_bits_to_float(std::uint16_t b);
+
+}  // namespace nexplain::cuda

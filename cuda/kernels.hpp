@@ -1,0 +1,96 @@
+#pragma once
+// Kernel launchers of the CUDA backend (internal to cuda/). Every launcher checks its launch
+// (NX_CUDA_LAUNCHED) and bounds its grid; all work is queued on the given stream.
+// "bf16" flags select bfloat16 storage for a buffer that is otherwise float.
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace nexplain::cuda::kernels {
+
+// ---------------------------------------------------------------- forward (forward_kernels.cu)
+// x[r][i] = wte[tokens[r]][i] + wpe[r % T][i]; rows = B*T. Token ids are checked on the host.
+void embed(float* x, const std::uint32_t* tokens, const float* wte, const float* wpe, std::size_t rows, int T, int C,
+           cudaStream_t s);
+// out[r] = (x[r] - mean) * rstd * gamma + beta, statistics in double as the CPU forward.
+void layernorm(void* out, bool out_bf16, const float* x, const float* gamma, const float* beta, std::size_t rows,
+               int C, double eps, cudaStream_t s);
+// y[r][j] += b[j]  (float)
+void add_bias(float* y, const float* b, std::size_t rows, int N, cudaStream_t s);
+// x[r][j] += y[r][j] + b[j]  (float residual stream)
+void residual_add(float* x, const float* y, const float* b, std::size_t rows, int N, cudaStream_t s);
+// y[r][j] = gelu_new(y[r][j] + b[j]) in place (float arithmetic, float or bf16 storage)
+void bias_gelu(void* y, bool bf16, const float* b, std::size_t rows, int N, cudaStream_t s);
+// Causal self-attention: qkv [B*T][3C] float (q | k | v, head h at columns h*hd), out [B*T][C].
+// Throws Error when T and the head size do not fit the kernel's shared memory.
+void attention(const float* qkv, void* out, bool out_bf16, int B, int T, int C, int H, cudaStream_t s);
+// out[i] = bf16(in[i])
+void float_to_bf16(void* out, const float* in, std::size_t n, cudaStream_t s);
+// Device-side random init: out[i] = sd * N(0,1) from a counter-based hash of (seed, i).
+void init_normal(void* out, bool bf16, std::size_t n, std::uint64_t seed, float sd, cudaStream_t s);
+void init_const(void* out, bool bf16, std::size_t n, float value, cudaStream_t s);
+
+// ---------------------------------------------------------------- reduction (reduce_kernels.cu)
+// Device pointers of one layer's state, laid out exactly as CaptureArrays.
+struct StateView {
+  std::uint32_t N = 0, T = 0, K = 0, R = 0, Q = 0;
+  std::uint32_t m = 0;      // boundaries per neuron
+  std::uint32_t bins = 1;   // quantile bins = m + 1
+  bool quantiles = false;   // boundaries present and Q > 0
+  std::uint64_t seed = 0;
+  std::uint32_t layer = 0;
+  std::uint32_t* topk_count = nullptr;
+  std::uint64_t* topk_ids = nullptr;
+  float* topk_max = nullptr;
+  float* topk_acts = nullptr;
+  std::uint32_t* random_count = nullptr;
+  std::uint64_t* random_ids = nullptr;
+  std::uint64_t* random_hash = nullptr;
+  float* random_max = nullptr;
+  float* random_acts = nullptr;
+  std::uint32_t* quantile_count = nullptr;
+  std::uint64_t* quantile_ids = nullptr;
+  std::uint64_t* quantile_hash = nullptr;
+  float* quantile_max = nullptr;
+  float* quantile_acts = nullptr;
+  const double* boundaries = nullptr;
+  std::uint64_t* hist = nullptr;
+  std::uint64_t* mom_count = nullptr;
+  double* mom_mean = nullptr;
+  double* mom_m2 = nullptr;
+  double* mom_m3 = nullptr;
+  double* mom_m4 = nullptr;
+};
+
+// Per-batch scratch, all [B][N] (excerpt-major) except sel [cap][N].
+struct ScratchView {
+  float* maxima = nullptr;
+  double* lmean = nullptr;
+  double* lm2 = nullptr;
+  double* lm3 = nullptr;
+  double* lm4 = nullptr;
+  std::uint64_t* cand = nullptr;
+  std::uint32_t* sel = nullptr;
+};
+
+// Per (excerpt, neuron): the excerpt max (normative fold) and, when `moments`, the excerpt's
+// local moments (normative two-pass rule) into the scratch.
+void excerpt_stats(const void* acts, bool bf16, int B, std::uint32_t T, std::uint32_t N, bool moments,
+                   const ScratchView& w, cudaStream_t s);
+// Per neuron: moments combined in excerpt order, histogram of the maxima, and the top-K, random
+// and quantile lists updated exactly as CaptureState::update. ids/words: device [B].
+void neuron_update(const StateView& st, const void* acts, bool bf16, int B, const std::uint64_t* ids,
+                   const std::uint64_t* words, const ScratchView& w, cudaStream_t s);
+// Pre-pass: hist[n][bin(maxima[e][n])] += 1 for every excerpt.
+void hist_update(std::uint64_t* hist, const float* maxima, int B, std::uint32_t N, cudaStream_t s);
+
+// The same three steps run on the CPU by the very same per-thread code (host memory, no GPU):
+// lets tests check the reduction algorithm bit for bit where no device is present.
+void emulate_excerpt_stats(const void* acts, bool bf16, int B, std::uint32_t T, std::uint32_t N, bool moments,
+                           const ScratchView& w);
+void emulate_neuron_update(const StateView& st, const void* acts, bool bf16, int B, const std::uint64_t* ids,
+                           const std::uint64_t* words, const ScratchView& w);
+void emulate_hist_update(std::uint64_t* hist, const float* maxima, int B, std::uint32_t N);
+
+}  // namespace nexplain::cuda::kernels

@@ -1,0 +1,277 @@
+// Planted-feature models. The construction, in residual-stream terms (C = n_embd):
+//
+//  * Dim 0 is a "bias" channel: wpe[p, 0] = kBias for every position. It dominates the
+//    LayerNorm statistics when nothing else is on, so a switched-off channel normalises to a
+//    small negative value instead of to unit-variance noise.
+//  * Dims 1..F are feature channels, one per distinct feature (a token set or a position
+//    range): wte[t, d] = kChannel for the planted tokens, wpe[p, d] = kChannel for the planted
+//    positions, 0 otherwise.
+//  * No block writes into dims 0..F (those columns of both c_proj weights and biases are zeroed),
+//    so every channel holds exactly its embedding value at every layer: a neuron in layer L > 0
+//    reads the same channel as one in layer 0.
+//  * A planted neuron reads only its channel: W_fc[:, n] = a * e_d and b_fc[n] = -a * kThreshold,
+//    with `a` chosen so the post-GELU value is kTarget when its channel alone is on. After ln_2
+//    the channel is ~ -0.1 when off and ~ 4..8 when on (depending on C and how many other
+//    channels share the token/position), so the neuron is ~0 off and >= kMinOn on.
+//    Its c_proj row is zeroed so its large activation does not perturb the rest of the model.
+//  * Everything else keeps GPT-2's small random init (std 0.02), so ordinary neurons vary
+//    weakly (|activation| well under 1) and never look like detectors.
+#include "model/planted.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+
+namespace nexplain {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr float kBias = 5.0f;        // value of the bias channel (dim 0)
+constexpr float kChannel = 10.0f;    // value of a feature channel when on
+constexpr float kThreshold = 2.0f;   // ln_2 output above which a planted neuron fires
+constexpr float kTarget = 10.0f;     // planted activation with only its own channel on
+constexpr float kMinOn = 3.0f;       // weakest allowed activation when several channels share a token
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\n");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t\n") - b + 1);
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : s) {
+    if (ch == sep) {
+      out.push_back(cur);
+      cur.clear();
+    } else {
+      cur.push_back(ch);
+    }
+  }
+  out.push_back(cur);
+  return out;
+}
+
+// A whole-string non-negative integer, or an Error quoting the entry.
+std::int64_t parse_uint(const std::string& text, const std::string& what, const std::string& entry) {
+  const std::string t = trim(text);
+  std::int64_t v = -1;
+  const auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+  if (t.empty() || ec != std::errc() || p != t.data() + t.size() || v < 0)
+    fail("--planted entry '{}': {} '{}' is not a non-negative integer", entry, what, t);
+  return v;
+}
+
+// "a" or "a-b" -> [a, b]
+std::pair<std::int64_t, std::int64_t> parse_range(const std::string& text, const std::string& what,
+                                                  const std::string& entry) {
+  const auto dash = text.find('-');
+  if (dash == std::string::npos) {
+    const auto v = parse_uint(text, what, entry);
+    return {v, v};
+  }
+  const auto a = parse_uint(text.substr(0, dash), what, entry);
+  const auto b = parse_uint(text.substr(dash + 1), what, entry);
+  if (b < a) fail("--planted entry '{}': range {} is empty (expected first-last with first <= last)", entry, trim(text));
+  return {a, b};
+}
+
+// LayerNorm output of an "on" channel when `m` channels (its own included) are on at once,
+// ignoring the small random dims: every on channel holds kChannel, dim 0 holds kBias.
+double ln_on(int C, int m, double eps) {
+  const double mean = (kBias + m * kChannel) / C;
+  const double var = (static_cast<double>(kBias) * kBias + m * static_cast<double>(kChannel) * kChannel) / C - mean * mean;
+  return (kChannel - mean) / std::sqrt(var + eps);
+}
+
+}  // namespace
+
+bool PlantedNeuron::fires_on(std::uint32_t token, int position) const {
+  if (kind == "position") return position >= pos_first && position <= pos_last;
+  return std::binary_search(tokens.begin(), tokens.end(), token);
+}
+
+std::vector<PlantedNeuron> parse_planted_spec(const std::string& spec, const Gpt2Config& config) {
+  std::vector<PlantedNeuron> out;
+  std::set<std::pair<int, int>> seen;
+  for (const auto& raw : split(spec, ';')) {
+    const std::string entry = trim(raw);
+    if (entry.empty()) continue;
+    const auto eq = entry.find('=');
+    const auto dot = entry.find('.');
+    if (eq == std::string::npos || dot == std::string::npos || dot > eq || entry[0] != 'L' || entry[dot + 1] != 'N')
+      fail("--planted entry '{}': expected L<layer>.N<neuron>=<kind>:<args>, e.g. L0.N5=token:464", entry);
+    PlantedNeuron p;
+    const auto layer = parse_uint(entry.substr(1, dot - 1), "layer", entry);
+    const auto neuron = parse_uint(entry.substr(dot + 2, eq - dot - 2), "neuron", entry);
+    if (layer >= config.n_layer)
+      fail("--planted entry '{}': layer {} is out of range (the model has n_layer={})", entry, layer, config.n_layer);
+    if (neuron >= config.n_inner)
+      fail("--planted entry '{}': neuron {} is out of range (the model has n_inner={})", entry, neuron, config.n_inner);
+    p.layer = static_cast<int>(layer);
+    p.neuron = static_cast<int>(neuron);
+    if (!seen.insert({p.layer, p.neuron}).second)
+      fail("--planted entry '{}': neuron L{}.N{} is planted twice", entry, p.layer, p.neuron);
+
+    const std::string rhs = entry.substr(eq + 1);
+    const auto colon = rhs.find(':');
+    if (colon == std::string::npos)
+      fail("--planted entry '{}': expected <kind>:<args> after '=' (kinds: token, tokens, position)", entry);
+    p.kind = trim(rhs.substr(0, colon));
+    const std::string args = rhs.substr(colon + 1);
+    if (p.kind == "token" || p.kind == "tokens") {
+      std::set<std::uint32_t> ids;
+      for (const auto& item : split(args, ',')) {
+        const auto [a, b] = parse_range(item, "token id", entry);
+        if (b >= config.vocab_size)
+          fail("--planted entry '{}': token id {} is out of range (vocab_size {})", entry, b, config.vocab_size);
+        for (auto t = a; t <= b; ++t) ids.insert(static_cast<std::uint32_t>(t));
+      }
+      if (p.kind == "token" && ids.size() != 1)
+        fail("--planted entry '{}': 'token' takes one id (use 'tokens:' for a set)", entry);
+      p.tokens.assign(ids.begin(), ids.end());
+    } else if (p.kind == "position") {
+      const auto [a, b] = parse_range(args, "position", entry);
+      if (b >= config.n_positions)
+        fail("--planted entry '{}': position {} is out of range (n_positions {})", entry, b, config.n_positions);
+      p.pos_first = static_cast<int>(a);
+      p.pos_last = static_cast<int>(b);
+    } else {
+      fail("--planted entry '{}': unknown kind '{}' (expected token, tokens or position)", entry, p.kind);
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+PlantedModel build_planted_model(const Gpt2Config& config, const std::vector<PlantedNeuron>& neurons,
+                                 std::uint64_t seed, const std::string& spec_text) {
+  PlantedModel m;
+  m.weights = Gpt2Weights::random(config, seed);
+  m.neurons = neurons;
+  auto& w = m.weights;
+  const int C = config.n_embd, I = config.n_inner;
+
+  // One channel per distinct feature; neurons planted on the same feature share it.
+  std::map<std::string, int> channel_of_key;
+  std::vector<int> channel(neurons.size());
+  for (std::size_t i = 0; i < neurons.size(); ++i) {
+    const auto& p = neurons[i];
+    std::string key = p.kind == "position" ? fmt::format("pos:{}-{}", p.pos_first, p.pos_last)
+                                           : fmt::format("tok:{}", fmt::join(p.tokens, ","));
+    const auto [it, inserted] = channel_of_key.emplace(key, static_cast<int>(channel_of_key.size()) + 1);
+    channel[i] = it->second;
+  }
+  const int F = static_cast<int>(channel_of_key.size());
+  // Half the residual stays random so the rest of the model is still a model.
+  if (F + 1 > C / 2)
+    fail("--planted: {} distinct features need {} reserved residual dims, but n_embd={} allows at most {}; "
+         "use a larger --n-embd",
+         F, F + 1, C, C / 2 - 1);
+
+  // How many channels can be on at one (token, position): the weakest "on" case.
+  std::map<std::uint32_t, std::set<int>> token_channels;
+  std::vector<std::set<int>> position_channels(static_cast<std::size_t>(config.n_positions));
+  for (std::size_t i = 0; i < neurons.size(); ++i) {
+    const auto& p = neurons[i];
+    if (p.kind == "position")
+      for (int q = p.pos_first; q <= p.pos_last; ++q) position_channels[static_cast<std::size_t>(q)].insert(channel[i]);
+    else
+      for (auto t : p.tokens) token_channels[t].insert(channel[i]);
+  }
+  std::size_t max_tok = 0, max_pos = 0;
+  for (const auto& [t, s] : token_channels) max_tok = std::max(max_tok, s.size());
+  for (const auto& s : position_channels) max_pos = std::max(max_pos, s.size());
+  const int worst = static_cast<int>(max_tok + max_pos);
+
+  const double eps = config.layer_norm_epsilon;
+  const double on1 = ln_on(C, 1, eps);
+  const auto gain = static_cast<float>(kTarget / (on1 - kThreshold));
+  if (!neurons.empty()) {
+    const double weakest = gain * (ln_on(C, std::max(worst, 1), eps) - kThreshold);
+    if (on1 <= kThreshold || weakest < kMinOn)
+      fail("--planted: with n_embd={} and up to {} features active on the same token/position, a planted neuron "
+           "would reach only {:.2f} (need >= {}); use a larger --n-embd or fewer overlapping features",
+           C, worst, weakest, kMinOn);
+  }
+
+  // Reserved dims: embeddings carry only the planted signal, and no block writes into them.
+  const std::size_t Cs = static_cast<std::size_t>(C);
+  for (int d = 0; d <= F; ++d) {
+    for (int t = 0; t < config.vocab_size; ++t) w.wte[static_cast<std::size_t>(t) * Cs + d] = 0.0f;
+    for (int q = 0; q < config.n_positions; ++q) w.wpe[static_cast<std::size_t>(q) * Cs + d] = d == 0 ? kBias : 0.0f;
+    for (auto& b : w.blocks) {
+      for (int i = 0; i < C; ++i) b.attn_proj_w[static_cast<std::size_t>(i) * Cs + d] = 0.0f;
+      b.attn_proj_b[static_cast<std::size_t>(d)] = 0.0f;
+      for (int i = 0; i < I; ++i) b.proj_w[static_cast<std::size_t>(i) * Cs + d] = 0.0f;
+      b.proj_b[static_cast<std::size_t>(d)] = 0.0f;
+    }
+  }
+  for (std::size_t i = 0; i < neurons.size(); ++i) {
+    const auto& p = neurons[i];
+    const int d = channel[i];
+    if (p.kind == "position")
+      for (int q = p.pos_first; q <= p.pos_last; ++q) w.wpe[static_cast<std::size_t>(q) * Cs + d] = kChannel;
+    else
+      for (auto t : p.tokens) w.wte[static_cast<std::size_t>(t) * Cs + d] = kChannel;
+    auto& b = w.blocks[static_cast<std::size_t>(p.layer)];
+    const std::size_t n = static_cast<std::size_t>(p.neuron), Is = static_cast<std::size_t>(I);
+    for (int r = 0; r < C; ++r) b.fc_w[static_cast<std::size_t>(r) * Is + n] = 0.0f;
+    b.fc_w[static_cast<std::size_t>(d) * Is + n] = gain;
+    b.fc_b[n] = -gain * kThreshold;
+    for (int c = 0; c < C; ++c) b.proj_w[n * Cs + static_cast<std::size_t>(c)] = 0.0f;
+  }
+
+  nlohmann::json list = nlohmann::json::array();
+  for (std::size_t i = 0; i < neurons.size(); ++i) {
+    const auto& p = neurons[i];
+    nlohmann::json e = {{"layer", p.layer}, {"neuron", p.neuron}, {"kind", p.kind}, {"channel", channel[i]}};
+    if (p.kind == "position") {
+      std::vector<int> pos;
+      for (int q = p.pos_first; q <= p.pos_last; ++q) pos.push_back(q);
+      e["positions"] = pos;
+    } else {
+      e["tokens"] = p.tokens;
+    }
+    list.push_back(std::move(e));
+  }
+  m.ground_truth = {
+      {"format", "nexplain-planted-v1"},
+      {"spec", spec_text},
+      {"seed", seed},
+      {"config", config.to_json()},
+      {"neurons", list},
+      {"construction",
+       {{"bias_dim", 0},
+        {"bias_value", kBias},
+        {"reserved_dims", F + 1},
+        {"channel_value", kChannel},
+        {"threshold", kThreshold},
+        {"gain", gain},
+        {"target_activation", kTarget},
+        {"note", "a planted neuron is ~kTarget on its token/position (less when several planted features "
+                 "share it) and ~0 elsewhere; other neurons keep GPT-2's random init (std 0.02)"}}},
+  };
+  return m;
+}
+
+void write_planted_model(const fs::path& dir, const PlantedModel& model) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) fail("{}: cannot create the output directory: {}", dir.string(), ec.message());
+  model.weights.save(dir);
+  write_file_atomic(dir / "planted.json", model.ground_truth.dump(2) + "\n");
+}
+
+}  // namespace nexplain

@@ -1,0 +1,669 @@
+// The CUDA backend against the CPU reference (label gpu). Every test skips, saying why, when the
+// build has no CUDA backend or the machine no CUDA device; the CLI wiring test also runs without
+// a device (then --device cuda must fail clearly and --device auto must fall back to the CPU).
+//
+// Order matters for reading failures: the reduction alone first (same activations on both
+// sides: everything bitwise), then the forward (tolerances), then the whole backend.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "capture/capture_state.hpp"
+#include "capture/float_order.hpp"
+#include "capture/hist_bins.hpp"
+#include "capture/histogram_state.hpp"
+#include "capture/moments.hpp"
+#include "collect/cpu_backend.hpp"
+#include "core/error.hpp"
+#include "io/records_file.hpp"
+#include "io/safetensors.hpp"
+#include "io/sequences.hpp"
+#include "model/gpt2_cpu.hpp"
+#include "model/gpt2_weights.hpp"
+#include "test_support.hpp"
+
+#ifdef NEXPLAIN_HAVE_CUDA
+#include "collect/cuda_backend.hpp"
+#include "cuda_engine.hpp"
+#include "device_info.hpp"
+#include "reduction_test_data.hpp"
+using namespace nexplain::gputest;
+#endif
+
+using namespace nexplain;
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::uint32_t> random_tokens(std::size_t n, std::uint32_t vocab, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<std::uint32_t> tok(0, vocab - 1);
+  std::vector<std::uint32_t> t(n);
+  for (auto& x : t) x = tok(rng);
+  return t;
+}
+
+#ifdef NEXPLAIN_HAVE_CUDA
+const cuda::DeviceInfo& gpu() {
+  static const cuda::DeviceInfo info = cuda::query_device();
+  return info;
+}
+#define NEXPLAIN_REQUIRE_GPU() \
+  if (!gpu().available) GTEST_SKIP() << "no CUDA device: " << gpu().reason
+
+struct Diff {
+  double max_abs = 0.0, max_ref = 0.0;
+  double ratio() const { return max_ref > 0 ? max_abs / max_ref : max_abs; }
+};
+
+Diff compare(const std::vector<float>& ours, const std::vector<float>& ref) {
+  Diff d;
+  EXPECT_EQ(ours.size(), ref.size());
+  for (std::size_t i = 0; i < std::min(ours.size(), ref.size()); ++i) {
+    d.max_abs = std::max(d.max_abs, std::fabs(static_cast<double>(ours[i]) - ref[i]));
+    d.max_ref = std::max(d.max_ref, std::fabs(static_cast<double>(ref[i])));
+  }
+  return d;
+}
+
+Gpt2Config small_config(int n_layer) {
+  Gpt2Config c;
+  c.n_embd = 768;
+  c.n_layer = n_layer;
+  c.n_head = 12;
+  c.n_inner = 3072;
+  c.n_positions = 1024;
+  c.vocab_size = 50257;
+  return c;
+}
+
+#endif  // NEXPLAIN_HAVE_CUDA
+
+}  // namespace
+
+#ifdef NEXPLAIN_HAVE_CUDA
+
+// ==================================================================== 1. the reduction alone
+
+namespace {
+
+CaptureParams reduction_params() {
+  CaptureParams p;
+  p.T = 24;
+  p.K = 7;
+  p.R = 6;
+  p.Q = 3;
+  p.quantile_fractions = {0.3, 0.7, 0.95};
+  p.seed = 1234;
+  p.layer = 5;
+  return p;
+}
+
+// Runs `batches` of the stream through a CPU state and a device state fed the same activations
+// (optionally rounded to bf16 first), restoring the device state from the CPU's arrays halfway
+// (the start_main / checkpoint path), and compares them after each phase.
+void run_reduction_case(const CaptureParams& p, const Stream& s, const std::vector<std::size_t>& batches,
+                        bool with_boundaries, bool bf16) {
+  std::vector<float> acts = s.acts;
+  std::vector<std::uint16_t> acts_bf16;
+  if (bf16) {
+    acts_bf16.resize(acts.size());
+    for (std::size_t i = 0; i < acts.size(); ++i) {
+      acts_bf16[i] = cuda::float_to_bf16_bits(acts[i]);
+      acts[i] = cuda::bf16_bits_to_float(acts_bf16[i]);
+    }
+  }
+  std::vector<double> bounds;
+  if (with_boundaries) {
+    HistogramState pre(s.N);
+    pre.update(std::span<const float>(acts.data(), s.values(64)), 64, s.T);
+    bounds = pre.boundaries(p.quantile_fractions);
+  }
+  cuda::Stream stream;
+  CaptureState cpu(p, s.N, bounds);
+  auto dev = std::make_unique<cuda::DeviceCaptureState>(p, CaptureArrays::empty(p, s.N, bounds), stream);
+  // The empty state round-trips unchanged.
+  ASSERT_TRUE(states_match(dev->download(), cpu.arrays(), 0.0, "empty state round trip"));
+
+  std::size_t first = 0;
+  for (std::size_t i = 0; i < batches.size(); ++i) {
+    const std::size_t c = batches[i];
+    ASSERT_LE(first + c, s.size());
+    cpu.update(std::span<const float>(acts.data() + first * s.T * s.N, s.values(c)),
+               std::span<const std::uint64_t>(s.ids.data() + first, c));
+    if (bf16)
+      dev->update_host_bf16(acts_bf16.data() + first * s.T * s.N, s.values(c), s.ids.data() + first,
+                            static_cast<int>(c));
+    else
+      dev->update_host(acts.data() + first * s.T * s.N, s.values(c), s.ids.data() + first, static_cast<int>(c));
+    first += c;
+    if (i + 1 == batches.size() / 2) {
+      ASSERT_TRUE(states_match(dev->download(), cpu.arrays(), 1e-12, "after the first half"));
+      // Restore: a new device state from the CPU state's arrays, as start_main does.
+      dev = std::make_unique<cuda::DeviceCaptureState>(p, cpu.arrays(), stream);
+      ASSERT_TRUE(states_match(dev->download(), cpu.arrays(), 0.0, "restored state round trip"));
+    }
+  }
+  const CaptureArrays got = dev->download();
+  EXPECT_TRUE(states_match(got, cpu.arrays(), 1e-12, "final state"));
+  // The arrays are a valid host state (shape checks) and hold what a CPU state would.
+  const CaptureState back(p, got);
+  EXPECT_EQ(back.excerpts_seen(), cpu.excerpts_seen());
+}
+
+}  // namespace
+
+TEST(CudaReduction, MatchesCpuStateBitwise) {
+  NEXPLAIN_REQUIRE_GPU();
+  const CaptureParams p = reduction_params();
+  const Stream s = make_stream(11, 333, p.T, 300);
+  // Batch sizes: odd, larger than every list, a single excerpt, and a large one.
+  run_reduction_case(p, s, {37, 64, 1, 90, 50, 58}, true, false);
+}
+
+TEST(CudaReduction, Bf16ActivationsMatchCpuStateBitwise) {
+  NEXPLAIN_REQUIRE_GPU();
+  const CaptureParams p = reduction_params();
+  const Stream s = make_stream(12, 200, p.T, 160);
+  run_reduction_case(p, s, {40, 40, 3, 77}, true, true);
+}
+
+TEST(CudaReduction, EdgeParametersMatchCpuState) {
+  NEXPLAIN_REQUIRE_GPU();
+  // No boundaries (quantile lists stay empty), K = 1, R = 0, T = 1, N = 1.
+  CaptureParams p = reduction_params();
+  p.T = 1;
+  p.K = 1;
+  p.R = 0;
+  const Stream s1 = make_stream(13, 1, p.T, 100);
+  run_reduction_case(p, s1, {10, 1, 89}, false, false);
+  // Long excerpts and large lists (more slots than any batch has candidates).
+  CaptureParams q = reduction_params();
+  q.T = 130;
+  q.K = 40;
+  q.R = 33;
+  q.Q = 9;
+  const Stream s2 = make_stream(14, 70, q.T, 120);
+  run_reduction_case(q, s2, {64, 20, 36}, true, false);
+}
+
+TEST(CudaReduction, PrepassHistogramsMatchCpu) {
+  NEXPLAIN_REQUIRE_GPU();
+  const Stream s = make_stream(15, 321, 16, 150);
+  HistogramState cpu(s.N);
+  cuda::Stream stream;
+  cuda::DeviceHistograms dev(s.N, s.T, stream);
+  std::size_t first = 0;
+  for (std::size_t c : {50u, 1u, 99u}) {
+    cpu.update(std::span<const float>(s.acts_of(first), s.values(c)), c, s.T);
+    dev.update_host(s.acts_of(first), s.values(c), static_cast<int>(c));
+    first += c;
+  }
+  EXPECT_EQ(dev.download(), cpu.counts());
+}
+
+TEST(CudaReduction, BadBatchesAreErrors) {
+  NEXPLAIN_REQUIRE_GPU();
+  const CaptureParams p = reduction_params();
+  const Stream s = make_stream(16, 40, p.T, 4);
+  cuda::Stream stream;
+  cuda::DeviceCaptureState dev(p, CaptureArrays::empty(p, s.N), stream);
+  std::vector<std::uint64_t> ids{5, 5, 6, 7};
+  EXPECT_THROW(dev.update_host(s.acts.data(), s.values(4), ids.data(), 4), Error);
+  ids = {1, 2, 3, kNoExcerpt};
+  EXPECT_THROW(dev.update_host(s.acts.data(), s.values(4), ids.data(), 4), Error);
+  ids = {1, 2, 3, 4};
+  EXPECT_THROW(dev.update_host(s.acts.data(), s.values(4) - 1, ids.data(), 4), Error);
+  CaptureArrays bad = CaptureArrays::empty(p, s.N);
+  bad.topk_ids.pop_back();
+  EXPECT_THROW({ cuda::DeviceCaptureState st(p, bad, stream); }, Error);
+}
+
+// ==================================================================== 2. the forward
+
+namespace {
+
+double tolerance(cuda::Precision p) {
+  switch (p) {
+    case cuda::Precision::fp32: return 1e-4;
+    case cuda::Precision::tf32: return 2e-3;
+    case cuda::Precision::bf16: return 2e-2;
+  }
+  return 0.0;
+}
+
+constexpr cuda::Precision kAllPrecisions[] = {cuda::Precision::fp32, cuda::Precision::tf32, cuda::Precision::bf16};
+
+// GPU forward (each precision) against the CPU forward on the same tokens, every layer.
+void check_forward(const Gpt2Weights& w, const std::vector<std::uint32_t>& tokens, int B, int T, const char* what,
+                   const SafetensorsFile* hf = nullptr) {
+  Gpt2Cpu cpu(w, 0);
+  CollectingSink sink;
+  cpu.forward(tokens.data(), B, T, ForwardOptions{}, sink);
+  std::vector<int> layers(static_cast<std::size_t>(w.config.n_layer));
+  for (int l = 0; l < w.config.n_layer; ++l) layers[static_cast<std::size_t>(l)] = l;
+  std::printf("%s (B=%d T=%d): layer, precision, max|gpu-cpu|, max|cpu|, ratio, limit%s\n", what, B, T,
+              hf ? ", ratio vs HF" : "");
+  for (const auto prec : kAllPrecisions) {
+    cuda::Gpt2Device dev(w, w.config.n_layer - 1, prec);
+    const auto acts = dev.forward_host(tokens.data(), B, T, layers);
+    for (int l : layers) {
+      const Diff d = compare(acts.at(l), sink.mlp.at(l));
+      std::string hf_txt;
+      if (hf) hf_txt = "  " + std::to_string(compare(acts.at(l), hf->to_float("mlp_act." + std::to_string(l))).ratio());
+      std::printf("  %d  %s  %.3e  %.3e  %.3e  %.0e%s\n", l, cuda::precision_name(prec), d.max_abs, d.max_ref,
+                  d.ratio(), tolerance(prec), hf_txt.c_str());
+      EXPECT_LE(d.max_abs, tolerance(prec) * d.max_ref) << what << " layer " << l << " " << cuda::precision_name(prec);
+    }
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+TEST(CudaForward, HfFixtureMatchesCpu) {
+  NEXPLAIN_REQUIRE_GPU();
+  NEXPLAIN_REQUIRE_SHARED(shared);
+  const auto dir = shared / "fixtures" / "hf-gpt2-tiny";
+  const auto w = Gpt2Weights::load(dir);
+  const auto expected = SafetensorsFile::open(dir / "expected.safetensors");
+  const auto& info = expected.info("input_ids");
+  ASSERT_EQ(info.shape.size(), 2u);
+  const int B = static_cast<int>(info.shape[0]), T = static_cast<int>(info.shape[1]);
+  std::vector<std::uint32_t> tokens;
+  for (auto v : expected.to_int64("input_ids")) tokens.push_back(static_cast<std::uint32_t>(v));
+  check_forward(w, tokens, B, T, "hf-gpt2-tiny", &expected);
+  // The longest sequences the model allows (T = n_positions).
+  const int T2 = w.config.n_positions;
+  check_forward(w, random_tokens(static_cast<std::size_t>(2) * T2, static_cast<std::uint32_t>(w.config.vocab_size), 3),
+                2, T2, "hf-gpt2-tiny, T = n_positions");
+}
+
+TEST(CudaForward, RandomGpt2SmallMatchesCpu) {
+  NEXPLAIN_REQUIRE_GPU();
+  const auto w = Gpt2Weights::random(small_config(2), 7);
+  const int B = 6, T = 64;
+  check_forward(w, random_tokens(static_cast<std::size_t>(B) * T, 50257, 4), B, T, "random GPT-2 small shape");
+}
+
+TEST(CudaForward, LongSequencesUseTheGlobalMemoryAttentionPath) {
+  NEXPLAIN_REQUIRE_GPU();
+  // T = 1024 with head size 64 does not fit K and V in 48 KiB of shared memory.
+  Gpt2Config c = small_config(1);
+  c.n_embd = 128;
+  c.n_head = 2;
+  c.n_inner = 512;
+  c.vocab_size = 1000;
+  const auto w = Gpt2Weights::random(c, 8);
+  check_forward(w, random_tokens(1024, 1000, 5), 1, 1024, "T = 1024, head size 64");
+}
+
+TEST(CudaForward, BadInputIsAnError) {
+  NEXPLAIN_REQUIRE_GPU();
+  Gpt2Config c = small_config(1);
+  c.n_embd = 64;
+  c.n_head = 4;
+  c.n_inner = 256;
+  c.vocab_size = 100;
+  c.n_positions = 16;
+  const auto w = Gpt2Weights::random(c, 9);
+  cuda::Gpt2Device dev(w, 0, cuda::Precision::fp32);
+  std::vector<std::uint32_t> tokens(32, 1);
+  tokens[21] = 100;
+  try {
+    dev.forward_host(tokens.data(), 2, 16, {0});
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("token id 100 at batch row 1, position 5"));
+  }
+  tokens[21] = 1;
+  EXPECT_THROW(dev.forward_host(tokens.data(), 1, 32, {0}), Error);  // T > n_positions
+  EXPECT_THROW(dev.forward_host(tokens.data(), 2, 16, {1}), Error);  // layer not uploaded
+  EXPECT_THROW(cuda::parse_precision("fp16"), Error);
+}
+
+// ==================================================================== 3. the whole backend
+
+namespace {
+
+// Per layer: the excerpt maxima of every (excerpt, neuron) under the CPU and the GPU forward,
+// and the largest activation difference between them.
+struct LayerTruth {
+  std::vector<float> cpu_max, gpu_max;  // [excerpt][N]
+  double err = 0.0, scale = 0.0;
+};
+
+void excerpt_maxima(const std::vector<float>& acts, std::size_t n_ex, std::uint32_t T, std::uint32_t N,
+                    std::vector<float>& out) {
+  for (std::size_t e = 0; e < n_ex; ++e)
+    for (std::uint32_t n = 0; n < N; ++n) {
+      float m = acts[(e * T) * N + n];
+      for (std::uint32_t t = 1; t < T; ++t) {
+        const float x = acts[(e * T + t) * N + n];
+        m = x > m ? x : m;
+      }
+      out.push_back(m);
+    }
+}
+
+}  // namespace
+
+TEST(CudaBackend, MatchesCpuBackend) {
+  NEXPLAIN_REQUIRE_GPU();
+  const auto w = Gpt2Weights::random(small_config(3), 21);
+  const std::vector<int> layers{0, 2};  // layer 1 runs but is not captured
+  const int T = 64, n_ex = 96, batch = 32;
+  const auto N = static_cast<std::uint32_t>(w.config.n_inner);
+  CaptureParams params;
+  params.T = T;
+  params.seed = 99;
+  const auto tokens = random_tokens(static_cast<std::size_t>(n_ex) * T, 50257, 6);
+  std::vector<std::uint64_t> ids(n_ex);
+  for (int e = 0; e < n_ex; ++e) ids[static_cast<std::size_t>(e)] = 5 + 3 * static_cast<std::uint64_t>(e);
+  const auto tok = [&](int first) { return tokens.data() + static_cast<std::size_t>(first) * T; };
+
+  CpuCollectBackend cpu(w, layers, params, 0);
+  CudaCollectBackend gpu(w, layers, params, cuda::Precision::fp32);
+  EXPECT_EQ(gpu.name(), "cuda:fp32");
+
+  // Pre-pass on both; the main pass of both starts from the CPU's boundaries, so the quantile
+  // bins differ only where the forward's rounding moves a maximum across a boundary.
+  for (int b = 0; b < n_ex; b += batch) {
+    cpu.prepass(tok(b), batch);
+    gpu.prepass(tok(b), batch);
+  }
+  const auto cpu_hist = cpu.histograms();
+  const auto gpu_hist = gpu.histograms();
+  std::vector<CaptureState> cpu_init, gpu_init;
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    CaptureParams lp = params;
+    lp.layer = static_cast<std::uint32_t>(layers[l]);
+    const auto bounds = cpu_hist[l].boundaries(params.quantile_fractions);
+    cpu_init.emplace_back(lp, N, bounds);
+    gpu_init.emplace_back(lp, N, bounds);
+  }
+  // The reference for the GPU: CPU reduction states fed with the GPU's own activations (the same
+  // device model, so the same cuBLASLt algorithms); and the truth tables for tie analysis.
+  std::vector<CaptureState> ref = gpu_init;
+  std::vector<LayerTruth> truth(layers.size());
+  std::vector<HistogramState> gpu_hist_ref(layers.size(), HistogramState(N));
+  {
+    Gpt2Cpu cpu_model(w, 0);
+    for (int b = 0; b < n_ex; b += batch) {
+      const auto g = gpu.model().forward_host(tok(b), batch, T, layers);
+      CollectingSink sink;
+      ForwardOptions fo;
+      fo.last_layer = layers.back();
+      cpu_model.forward(tok(b), batch, T, fo, sink);
+      for (std::size_t l = 0; l < layers.size(); ++l) {
+        const auto& ga = g.at(layers[l]);
+        const auto& ca = sink.mlp.at(layers[l]);
+        const Diff d = compare(ga, ca);
+        truth[l].err = std::max(truth[l].err, d.max_abs);
+        truth[l].scale = std::max(truth[l].scale, d.max_ref);
+        excerpt_maxima(ga, batch, T, N, truth[l].gpu_max);
+        excerpt_maxima(ca, batch, T, N, truth[l].cpu_max);
+        ref[l].update(ga, std::span<const std::uint64_t>(ids.data() + b, batch), 0);
+        gpu_hist_ref[l].update(ga, batch, T);
+      }
+    }
+  }
+  cpu.start_main(std::move(cpu_init));
+  gpu.start_main(std::move(gpu_init));
+  for (int b = 0; b < n_ex; b += batch) {
+    cpu.main(tok(b), ids.data() + b, batch);
+    gpu.main(tok(b), ids.data() + b, batch);
+  }
+  const auto cs = cpu.states();
+  const auto gs = gpu.states();
+  ASSERT_EQ(cs.size(), layers.size());
+  ASSERT_EQ(gs.size(), layers.size());
+
+  std::printf("backend parity, GPT-2 small shape, %d excerpts x %d tokens, batches of %d, layers 0 and 2:\n", n_ex, T,
+              batch);
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const LayerTruth& tr = truth[l];
+    // Two excerpts can swap places only if their CPU maxima are within 2 err (each GPU
+    // activation is within err of the CPU's); a small absolute slack covers the comparison.
+    const double tie = 2.0 * tr.err + 1e-7 * tr.scale;
+    std::printf(" layer %d: max|gpu-cpu| activation %.3e (max|cpu| %.3e, ratio %.3e)\n", layers[l], tr.err, tr.scale,
+                tr.err / tr.scale);
+    EXPECT_LE(tr.err, 1e-4 * tr.scale);
+
+    // (a) exact integration: the backend's state is the CPU reduction of its own activations.
+    EXPECT_TRUE(states_match(gs[l].arrays(), ref[l].arrays(), 1e-12, "GPU backend vs CPU reduction of GPU activations"));
+    EXPECT_EQ(gpu_hist[l].counts(), gpu_hist_ref[l].counts()) << "pre-pass histograms of layer " << layers[l];
+
+    // (b) against the CPU backend.
+    const CaptureArrays& g = gs[l].arrays();
+    const CaptureArrays& c = cs[l].arrays();
+    const auto excerpt_index = [&](std::uint64_t id) { return static_cast<std::size_t>((id - 5) / 3); };
+    const auto cpu_max_of = [&](std::uint64_t id, std::size_t n) { return tr.cpu_max[excerpt_index(id) * N + n]; };
+    const auto near_hist_edge = [&](std::size_t n) {
+      for (int e = 0; e < n_ex; ++e) {
+        const float m = tr.cpu_max[static_cast<std::size_t>(e) * N + n];
+        const auto lo = static_cast<float>(m - tie), hi = static_cast<float>(m + tie);
+        if (hist_bin_from_bits(float_bits(lo)) != hist_bin_from_bits(float_bits(hi))) return true;
+      }
+      return false;
+    };
+    const auto near_boundary = [&](std::size_t n) {
+      const std::uint32_t m = params.n_boundaries();
+      for (int e = 0; e < n_ex; ++e) {
+        const double x = tr.cpu_max[static_cast<std::size_t>(e) * N + n];
+        for (std::uint32_t k = 0; k < m; ++k)
+          if (std::fabs(x - c.boundaries[n * m + k]) <= tie) return true;
+      }
+      return false;
+    };
+    std::size_t top_strict = 0, top_unexplained = 0, acts_bad = 0;
+    std::size_t rnd_bad = 0, q_strict = 0, q_unexplained = 0, h_strict = 0, h_unexplained = 0;
+    std::size_t pre_strict = 0, pre_unexplained = 0, mom_bad = 0;
+    for (std::size_t n = 0; n < N; ++n) {
+      // top-K: identical, or every differing slot explained by a near tie of CPU maxima
+      const std::size_t K = params.K;
+      bool same = g.topk_count[n] == c.topk_count[n];
+      bool explained = same;
+      for (std::size_t k = 0; k < K && explained; ++k) {
+        const std::uint64_t gi = g.topk_ids[n * K + k], ci = c.topk_ids[n * K + k];
+        if (gi == ci) continue;
+        same = false;
+        if (std::fabs(static_cast<double>(cpu_max_of(gi, n)) - cpu_max_of(ci, n)) > tie) explained = false;
+      }
+      for (std::size_t k = 0; k < K && same; ++k) same = g.topk_ids[n * K + k] == c.topk_ids[n * K + k];
+      top_strict += same ? 0 : 1;
+      top_unexplained += explained ? 0 : 1;
+      // activations of matching top-K entries within the forward's error
+      for (std::size_t k = 0; k < K; ++k)
+        if (g.topk_ids[n * K + k] == c.topk_ids[n * K + k])
+          for (std::size_t t = 0; t < static_cast<std::size_t>(T); ++t)
+            if (std::fabs(g.topk_acts[(n * K + k) * T + t] - c.topk_acts[(n * K + k) * T + t]) > tr.err * 1.000001)
+              ++acts_bad;
+      // random: a function of the hash alone
+      const std::size_t R = params.R;
+      if (g.random_count[n] != c.random_count[n] ||
+          !std::equal(g.random_ids.begin() + n * R, g.random_ids.begin() + (n + 1) * R, c.random_ids.begin() + n * R) ||
+          !std::equal(g.random_hash.begin() + n * R, g.random_hash.begin() + (n + 1) * R, c.random_hash.begin() + n * R))
+        ++rnd_bad;
+      // quantile lists and main-pass histograms
+      const std::size_t QB = params.n_quantile_bins() * params.Q;
+      const bool q_same =
+          std::equal(g.quantile_ids.begin() + n * QB, g.quantile_ids.begin() + (n + 1) * QB, c.quantile_ids.begin() + n * QB);
+      if (!q_same) {
+        ++q_strict;
+        if (!near_boundary(n)) ++q_unexplained;
+      }
+      const bool h_same = std::equal(g.hist.begin() + n * kHistBins, g.hist.begin() + (n + 1) * kHistBins,
+                                     c.hist.begin() + n * kHistBins);
+      if (!h_same) {
+        ++h_strict;
+        if (!near_hist_edge(n)) ++h_unexplained;
+      }
+      const auto& gp = gpu_hist[l].counts();
+      const auto& cp = cpu_hist[l].counts();
+      if (!std::equal(gp.begin() + n * kHistBins, gp.begin() + (n + 1) * kHistBins, cp.begin() + n * kHistBins)) {
+        ++pre_strict;
+        if (!near_hist_edge(n)) ++pre_unexplained;
+      }
+      // moments, relative to the natural scale of each sum
+      const double cnt = static_cast<double>(c.mom_count[n]);
+      const double sigma = std::sqrt(std::fabs(c.mom_m2[n]) / cnt);
+      const bool mom_ok = g.mom_count[n] == c.mom_count[n] &&
+                          std::fabs(g.mom_mean[n] - c.mom_mean[n]) <= 1e-4 * (std::fabs(c.mom_mean[n]) + sigma) &&
+                          std::fabs(g.mom_m2[n] - c.mom_m2[n]) <= 1e-4 * c.mom_m2[n] &&
+                          std::fabs(g.mom_m3[n] - c.mom_m3[n]) <= 1e-4 * (std::fabs(c.mom_m3[n]) + cnt * sigma * sigma * sigma) &&
+                          std::fabs(g.mom_m4[n] - c.mom_m4[n]) <= 1e-4 * c.mom_m4[n];
+      mom_bad += mom_ok ? 0 : 1;
+    }
+    std::printf("   top-K lists differing: %zu of %u neurons (%zu not explained by a near tie, must be 0); "
+                "activations outside the forward error: %zu\n",
+                top_strict, N, top_unexplained, acts_bad);
+    std::printf("   random lists differing: %zu (must be 0); quantile lists differing: %zu (%zu not near a boundary)\n",
+                rnd_bad, q_strict, q_unexplained);
+    std::printf("   histograms differing: main %zu (%zu not near a bin edge), pre-pass %zu (%zu); moments off: %zu\n",
+                h_strict, h_unexplained, pre_strict, pre_unexplained, mom_bad);
+    EXPECT_EQ(top_unexplained, 0u);
+    EXPECT_LE(top_strict, N / 100) << "more near-ties than plausible";
+    EXPECT_EQ(acts_bad, 0u);
+    EXPECT_EQ(rnd_bad, 0u);
+    EXPECT_EQ(q_unexplained, 0u);
+    EXPECT_EQ(h_unexplained, 0u);
+    EXPECT_EQ(pre_unexplained, 0u);
+    EXPECT_EQ(mom_bad, 0u);
+  }
+  std::fflush(stdout);
+}
+
+TEST(CudaBackend, ReducedPrecisionsReduceTheirOwnActivationsExactly) {
+  NEXPLAIN_REQUIRE_GPU();
+  const auto w = Gpt2Weights::random(small_config(2), 22);
+  const std::vector<int> layers{1};
+  const int T = 64, n_ex = 48, batch = 16;
+  const auto N = static_cast<std::uint32_t>(w.config.n_inner);
+  CaptureParams params;
+  params.T = T;
+  params.K = 10;
+  params.R = 8;
+  params.seed = 5;
+  params.layer = 1;
+  const auto tokens = random_tokens(static_cast<std::size_t>(n_ex) * T, 50257, 7);
+  std::vector<std::uint64_t> ids(n_ex);
+  for (int e = 0; e < n_ex; ++e) ids[static_cast<std::size_t>(e)] = 1000 + static_cast<std::uint64_t>(e);
+  for (const auto prec : {cuda::Precision::tf32, cuda::Precision::bf16}) {
+    CudaCollectBackend gpu(w, layers, params, prec);
+    for (int b = 0; b < n_ex; b += batch) gpu.prepass(tokens.data() + static_cast<std::size_t>(b) * T, batch);
+    const auto bounds = gpu.histograms()[0].boundaries(params.quantile_fractions);
+    CaptureState ref(params, N, bounds);
+    std::vector<CaptureState> init;
+    init.emplace_back(params, N, bounds);
+    gpu.start_main(std::move(init));
+    for (int b = 0; b < n_ex; b += batch) {
+      const auto* t = tokens.data() + static_cast<std::size_t>(b) * T;
+      const auto acts = gpu.model().forward_host(t, batch, T, layers);
+      ref.update(acts.at(1), std::span<const std::uint64_t>(ids.data() + b, batch), 0);
+      gpu.main(t, ids.data() + b, batch);
+    }
+    const auto got = gpu.states();
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(gpu.name(), std::string("cuda:") + cuda::precision_name(prec));
+    EXPECT_TRUE(states_match(got[0].arrays(), ref.arrays(), 1e-12, gpu.name().c_str()));
+  }
+}
+
+#endif  // NEXPLAIN_HAVE_CUDA
+
+// ==================================================================== 4. the CLI (with or without a device)
+
+namespace {
+
+fs::path make_sequences(const test::TempDir& dir, std::uint64_t n, int T, std::uint32_t vocab, std::uint32_t seed) {
+  const auto path = dir / "seqs.h5";
+  SequencesInfo info;
+  info.seq_len = T;
+  info.vocab_size = vocab;
+  info.eot_id = vocab - 1;
+  info.tokenizer_sha256 = "synthetic";
+  SequencesWriter w(path, info);
+  w.append(random_tokens(n * static_cast<std::uint64_t>(T), vocab, seed));
+  w.finish({{"source", "synthetic"}});
+  return path;
+}
+
+}  // namespace
+
+TEST(CudaCli, DeviceOptionSelectsTheBackend) {
+  NEXPLAIN_REQUIRE_SHARED(shared);
+  test::TempDir dir;
+  const auto model = shared / "fixtures" / "hf-gpt2-tiny";
+  const auto seqs = make_sequences(dir, 120, 32, 1000, 8);
+  const auto collect = [&](const std::string& device, const std::string& precision, const fs::path& out) {
+    return test::run_cli({"collect", "--model", model.string(), "--corpus", seqs.string(), "--out", out.string(),
+                          "--batch", "25", "--threads", "2", "--device", device, "--precision", precision});
+  };
+  bool have_gpu = false;
+#ifdef NEXPLAIN_HAVE_CUDA
+  have_gpu = gpu().available;
+#endif
+  const auto cpu_out = dir / "cpu.h5";
+  auto r = collect("cpu", "fp32", cpu_out);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = collect("cpu", "bf16", dir / "x.h5");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("the CPU backend computes in fp32 only"));
+  r = collect("gpu", "fp32", dir / "x.h5");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("expected cpu, cuda or auto"));
+
+  const auto auto_out = dir / "auto.h5";
+  r = collect("auto", "fp32", auto_out);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(RecordsFile(auto_out).meta().backend, have_gpu ? "cuda:fp32" : "cpu:fp32");
+
+  const auto cuda_out = dir / "cuda.h5";
+  r = collect("cuda", "fp32", cuda_out);
+  if (!have_gpu) {
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_THAT(r.err, HasSubstr("--device cuda: no CUDA device: "));
+    EXPECT_FALSE(fs::exists(cuda_out));
+    return;
+  }
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = collect("cuda", "fp16", dir / "x.h5");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("expected fp32, tf32 or bf16"));
+  for (const char* prec : {"tf32", "bf16"}) {
+    r = collect("cuda", prec, dir / (std::string(prec) + ".h5"));
+    ASSERT_EQ(r.exit_code, 0) << prec << ": " << r.err;
+    EXPECT_EQ(RecordsFile(dir / (std::string(prec) + ".h5")).meta().backend, std::string("cuda:") + prec);
+  }
+  // The records of the CUDA run against the CPU run's (each computed its own pre-pass
+  // boundaries, so only the value-independent parts must be identical).
+  const RecordsFile fc(cpu_out), fg(cuda_out);
+  EXPECT_EQ(fg.meta().backend, "cuda:fp32");
+  for (int layer : fc.meta().layers) {
+    const CaptureState sc = fc.layer_state(layer), sg = fg.layer_state(layer);
+    const CaptureArrays& a = sc.arrays();
+    const CaptureArrays& b = sg.arrays();
+    EXPECT_EQ(a.random_ids, b.random_ids) << "layer " << layer;
+    EXPECT_EQ(a.mom_count, b.mom_count) << "layer " << layer;
+    const std::size_t K = fc.meta().params.K;
+    std::size_t same_top = 0;
+    for (std::size_t n = 0; n < a.n_neurons; ++n)
+      same_top += std::equal(a.topk_ids.begin() + n * K, a.topk_ids.begin() + (n + 1) * K, b.topk_ids.begin() + n * K);
+    std::printf("CLI collect, layer %d: identical top-K lists for %zu of %u neurons\n", layer, same_top, a.n_neurons);
+    EXPECT_GE(same_top * 100, std::size_t{99} * a.n_neurons) << "layer " << layer;
+  }
+}
+
+#ifndef NEXPLAIN_HAVE_CUDA
+TEST(CudaBackend, Skipped) { GTEST_SKIP() << "built without the CUDA backend (nvcc was not found at configure time)"; }
+#endif

@@ -1,0 +1,236 @@
+// The device reduction's per-thread code (cuda/reduce_kernels.cu), run on the CPU through the
+// emulate_* entry points, against CaptureState: the algorithm of the kernels (thresholds, candidate
+// selection, the in-place back-to-front merge, the hash ranks, the moment arithmetic, the bf16
+// reads) must give bit-identical states. Needs the CUDA toolkit to build, but no device to run,
+// so it checks the kernels' logic on every machine; the gpu tests then check the device itself.
+#include <gtest/gtest.h>
+
+#ifdef NEXPLAIN_HAVE_CUDA
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "capture/capture_state.hpp"
+#include "capture/hash.hpp"
+#include "capture/histogram_state.hpp"
+#include "cuda_engine.hpp"
+#include "kernels.hpp"
+#include "reduction_test_data.hpp"
+
+using namespace nexplain;
+using namespace nexplain::gputest;
+namespace k = nexplain::cuda::kernels;
+
+namespace {
+
+// A CaptureArrays updated by the emulated kernels, exactly as DeviceCaptureState drives them.
+class EmulatedState {
+ public:
+  EmulatedState(const CaptureParams& p, CaptureArrays a) : p_(p), a_(std::move(a)) {}
+
+  void update(const void* acts, bool bf16, const std::uint64_t* ids, int B) {
+    const std::size_t N = a_.n_neurons, bn = static_cast<std::size_t>(B) * N;
+    const std::uint32_t cap = std::max({p_.K, p_.R, p_.Q, 1u});
+    maxima_.assign(bn, 0.0f);
+    lmean_.assign(bn, 0.0);
+    lm2_.assign(bn, 0.0);
+    lm3_.assign(bn, 0.0);
+    lm4_.assign(bn, 0.0);
+    cand_.assign(bn, 0);
+    sel_.assign(cap * N, 0);
+    words_.resize(static_cast<std::size_t>(B));
+    for (int e = 0; e < B; ++e) words_[static_cast<std::size_t>(e)] = hash_word(ids[e]);
+    k::ScratchView w;
+    w.maxima = maxima_.data();
+    w.lmean = lmean_.data();
+    w.lm2 = lm2_.data();
+    w.lm3 = lm3_.data();
+    w.lm4 = lm4_.data();
+    w.cand = cand_.data();
+    w.sel = sel_.data();
+    k::emulate_excerpt_stats(acts, bf16, B, p_.T, a_.n_neurons, true, w);
+    k::emulate_neuron_update(view(), acts, bf16, B, ids, words_.data(), w);
+  }
+
+  const CaptureArrays& arrays() const { return a_; }
+
+ private:
+  k::StateView view() {
+    k::StateView v;
+    v.N = a_.n_neurons;
+    v.T = p_.T;
+    v.K = p_.K;
+    v.R = p_.R;
+    v.Q = p_.Q;
+    v.m = p_.n_boundaries();
+    v.bins = p_.n_quantile_bins();
+    v.quantiles = !a_.boundaries.empty() && p_.Q > 0;
+    v.seed = p_.seed;
+    v.layer = p_.layer;
+    v.topk_count = a_.topk_count.data();
+    v.topk_ids = a_.topk_ids.data();
+    v.topk_max = a_.topk_max.data();
+    v.topk_acts = a_.topk_acts.data();
+    v.random_count = a_.random_count.data();
+    v.random_ids = a_.random_ids.data();
+    v.random_hash = a_.random_hash.data();
+    v.random_max = a_.random_max.data();
+    v.random_acts = a_.random_acts.data();
+    v.quantile_count = a_.quantile_count.data();
+    v.quantile_ids = a_.quantile_ids.data();
+    v.quantile_hash = a_.quantile_hash.data();
+    v.quantile_max = a_.quantile_max.data();
+    v.quantile_acts = a_.quantile_acts.data();
+    v.boundaries = a_.boundaries.data();
+    v.hist = a_.hist.data();
+    v.mom_count = a_.mom_count.data();
+    v.mom_mean = a_.mom_mean.data();
+    v.mom_m2 = a_.mom_m2.data();
+    v.mom_m3 = a_.mom_m3.data();
+    v.mom_m4 = a_.mom_m4.data();
+    return v;
+  }
+
+  CaptureParams p_;
+  CaptureArrays a_;
+  std::vector<float> maxima_;
+  std::vector<double> lmean_, lm2_, lm3_, lm4_;
+  std::vector<std::uint64_t> cand_, words_;
+  std::vector<std::uint32_t> sel_;
+};
+
+CaptureParams params() {
+  CaptureParams p;
+  p.T = 24;
+  p.K = 7;
+  p.R = 6;
+  p.Q = 3;
+  p.quantile_fractions = {0.3, 0.7, 0.95};
+  p.seed = 1234;
+  p.layer = 5;
+  return p;
+}
+
+// The stream through a CPU state and the emulated kernels; halfway, the emulated state restarts
+// from the CPU state's arrays (the start_main path). Moments must be bitwise here: the emulation
+// runs the same double operations as the CPU.
+void run_case(const CaptureParams& p, const Stream& s, const std::vector<std::size_t>& batches, bool with_boundaries,
+              bool bf16) {
+  std::vector<float> acts = s.acts;
+  std::vector<std::uint16_t> acts_bf16;
+  if (bf16) {
+    acts_bf16.resize(acts.size());
+    for (std::size_t i = 0; i < acts.size(); ++i) {
+      acts_bf16[i] = cuda::float_to_bf16_bits(acts[i]);
+      acts[i] = cuda::bf16_bits_to_float(acts_bf16[i]);
+    }
+  }
+  std::vector<double> bounds;
+  if (with_boundaries) {
+    HistogramState pre(s.N);
+    const std::size_t n_pre = std::min<std::size_t>(64, s.size());
+    pre.update(std::span<const float>(acts.data(), s.values(n_pre)), n_pre, s.T);
+    bounds = pre.boundaries(p.quantile_fractions);
+  }
+  CaptureState cpu(p, s.N, bounds);
+  EmulatedState emu(p, CaptureArrays::empty(p, s.N, bounds));
+  std::size_t first = 0;
+  for (std::size_t i = 0; i < batches.size(); ++i) {
+    const std::size_t c = batches[i];
+    ASSERT_LE(first + c, s.size());
+    const std::size_t off = first * s.T * s.N;
+    cpu.update(std::span<const float>(acts.data() + off, s.values(c)), std::span<const std::uint64_t>(s.ids.data() + first, c));
+    if (bf16)
+      emu.update(acts_bf16.data() + off, true, s.ids.data() + first, static_cast<int>(c));
+    else
+      emu.update(acts.data() + off, false, s.ids.data() + first, static_cast<int>(c));
+    first += c;
+    if (i + 1 == batches.size() / 2) {
+      ASSERT_TRUE(states_match(emu.arrays(), cpu.arrays(), 0.0, "emulated, first half"));
+      emu = EmulatedState(p, cpu.arrays());
+    }
+  }
+  EXPECT_TRUE(states_match(emu.arrays(), cpu.arrays(), 0.0, "emulated, final"));
+  EXPECT_NO_THROW({ const CaptureState st(p, emu.arrays()); });  // a valid host state
+}
+
+}  // namespace
+
+TEST(CudaReductionEmulated, MatchesCpuStateBitwise) {
+  const CaptureParams p = params();
+  const Stream s = make_stream(11, 333, p.T, 300);
+  run_case(p, s, {37, 64, 1, 90, 50, 58}, true, false);
+}
+
+TEST(CudaReductionEmulated, Bf16ActivationsMatchCpuStateBitwise) {
+  const CaptureParams p = params();
+  const Stream s = make_stream(12, 200, p.T, 160);
+  run_case(p, s, {40, 40, 3, 77}, true, true);
+}
+
+TEST(CudaReductionEmulated, EdgeParameters) {
+  CaptureParams p = params();
+  p.T = 1;
+  p.K = 1;
+  p.R = 0;
+  run_case(p, make_stream(13, 1, p.T, 100), {10, 1, 89}, false, false);
+  CaptureParams q = params();
+  q.T = 130;
+  q.K = 40;
+  q.R = 33;
+  q.Q = 9;
+  run_case(q, make_stream(14, 70, q.T, 120), {64, 20, 36}, true, false);
+  CaptureParams r = params();
+  r.K = 0;
+  r.Q = 0;
+  r.quantile_fractions = {0.5};
+  run_case(r, make_stream(17, 50, r.T, 60), {30, 30}, true, false);
+}
+
+TEST(CudaReductionEmulated, ManySmallBatchesAndLargeLists) {
+  // Every batch smaller than the lists: the merge interleaves old and new entries throughout.
+  CaptureParams p = params();
+  p.K = 25;
+  p.R = 25;
+  p.Q = 10;
+  const Stream s = make_stream(18, 97, p.T, 200);
+  std::vector<std::size_t> batches(40, 5);
+  run_case(p, s, batches, true, false);
+}
+
+TEST(CudaReductionEmulated, PrepassHistogramsMatchCpu) {
+  const Stream s = make_stream(15, 321, 16, 150);
+  HistogramState cpu(s.N);
+  std::vector<std::uint64_t> hist(std::size_t{s.N} * kHistBins, 0);
+  std::size_t first = 0;
+  for (std::size_t c : {50u, 1u, 99u}) {
+    cpu.update(std::span<const float>(s.acts_of(first), s.values(c)), c, s.T);
+    std::vector<float> maxima(c * s.N);
+    k::ScratchView w;
+    w.maxima = maxima.data();
+    k::emulate_excerpt_stats(s.acts_of(first), false, static_cast<int>(c), s.T, s.N, false, w);
+    k::emulate_hist_update(hist.data(), maxima.data(), static_cast<int>(c), s.N);
+    first += c;
+  }
+  EXPECT_EQ(hist, cpu.counts());
+}
+
+TEST(CudaReductionEmulated, Bf16RoundingMatchesTheDeviceRule) {
+  // Round to nearest even, NaN kept quiet, overflow to infinity: __float2bfloat16_rn's rule.
+  EXPECT_EQ(cuda::float_to_bf16_bits(1.0f), 0x3f80);
+  EXPECT_EQ(cuda::float_to_bf16_bits(-2.0f), 0xc000);
+  EXPECT_EQ(cuda::float_to_bf16_bits(1.00390625f), 0x3f80);       // exactly half an ulp: to even
+  EXPECT_EQ(cuda::float_to_bf16_bits(1.01171875f), 0x3f82);       // half an ulp above odd: up
+  EXPECT_EQ(cuda::float_to_bf16_bits(3.4e38f), 0x7f80);           // rounds to +inf
+  EXPECT_EQ(cuda::float_to_bf16_bits(-0.0f), 0x8000);
+  EXPECT_EQ(cuda::float_to_bf16_bits(std::nanf("")) & 0x7fc0, 0x7fc0);
+  EXPECT_EQ(cuda::bf16_bits_to_float(0x3f80), 1.0f);
+}
+
+#else
+
+TEST(CudaReductionEmulated, Skipped) { GTEST_SKIP() << "built without the CUDA backend (nvcc was not found at configure time)"; }
+
+#endif  // NEXPLAIN_HAVE_CUDA

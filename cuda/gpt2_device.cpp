@@ -195,7 +195,10 @@ struct Gpt2Device::Impl {
     wte.upload(w.wte.data(), w.wte.size());
     wpe.upload(w.wpe.data(), w.wpe.size());
     for (int l = 0; l <= last; ++l) {
-      if (!w.has_block(l)) fail("CUDA forward: block {} was not loaded (Gpt2LoadOptions layer range)", l);
+      // Gpt2Weights::has_block restated: cuda/ cannot call into nexplain_lib (linked before it).
+      const auto li = static_cast<std::size_t>(l);
+      const bool loaded = li < w.blocks.size() && !w.blocks[li].fc_w.empty() && !w.blocks[li].attn_w.empty();
+      if (!loaded) fail("CUDA forward: block {} was not loaded (Gpt2LoadOptions layer range)", l);
       const auto& s = w.blocks[static_cast<std::size_t>(l)];
       auto& d = blocks[static_cast<std::size_t>(l)];
       upload_vector(d.ln_1_w, s.ln_1_w, "ln_1.weight", l);

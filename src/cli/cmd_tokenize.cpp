@@ -100,7 +100,7 @@ void add_tokenize_command(CLI::App& app) {
   cmd->add_option("--tokenizer", args->tokenizer,
                   "Directory with encoder.json + vocab.bpe (or vocab.json + merges.txt); default: $NEXPLAIN_TOKENIZER_DIR, "
                   "<exe>/../share/nexplain/gpt2-tokenizer, ./data/gpt2-tokenizer");
-  cmd->add_option("--threads,-j", args->threads, "Tokenizer threads (0 = all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--threads,-j", args->threads, "Tokenizer threads (0 = all cores); one reader and one writer thread come on top")->check(CLI::NonNegativeNumber)->capture_default_str();
   cmd->callback([args, sep] {
     TokenizeOptions opt;
     opt.corpus.format = parse_corpus_format(args->format);

@@ -12,5 +12,6 @@ void add_make_model_command(CLI::App& app);
 void add_collect_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_export_command(CLI::App& app);
+void add_explain_command(CLI::App& app);
 
 }  // namespace nexplain::cli

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   nexplain::cli::add_collect_command(app);
   nexplain::cli::add_inspect_command(app);
   nexplain::cli::add_export_command(app);
+  nexplain::cli::add_explain_command(app);
 
   // Logging must be set up before any subcommand callback runs.
   app.parse_complete_callback([&] { nexplain::setup_logging(log_level); });

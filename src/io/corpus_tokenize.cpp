@@ -26,7 +26,17 @@ struct Batch {
   std::uint64_t bytes = 0;
 };
 
-Batch read_batch(CorpusStream& stream, std::size_t target_bytes) {
+double since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Each stage adds the time it was busy, so a debug log can say which stage limits the run.
+struct StageTimes {
+  double read = 0, tokenize = 0, write = 0;
+};
+
+Batch read_batch(CorpusStream& stream, std::size_t target_bytes, double* busy) {
+  const auto t0 = std::chrono::steady_clock::now();
   Batch b;
   std::size_t text_bytes = 0;
   CorpusPiece piece;
@@ -36,6 +46,7 @@ Batch read_batch(CorpusStream& stream, std::size_t target_bytes) {
     b.pieces.push_back(std::move(piece));
     piece = CorpusPiece{};
   }
+  *busy += since(t0);
   return b;
 }
 
@@ -99,9 +110,11 @@ TokenizeSummary tokenize_corpus(const std::vector<fs::path>& inputs, const Token
   bool any_token = false;
   const std::vector<std::uint32_t> eot_only{eot};
 
+  StageTimes busy;
   // Runs on the writer thread, one batch at a time, in input order.
   auto write_batch = [&](const Batch& batch, const std::vector<std::vector<std::uint32_t>>& results,
                          const std::vector<std::size_t>& first_task) {
+    const auto w0 = std::chrono::steady_clock::now();
     for (std::size_t i = 0; i < batch.pieces.size(); ++i) {
       const CorpusPiece& p = batch.pieces[i];
       if (p.pretokenized) {
@@ -124,21 +137,26 @@ TokenizeSummary tokenize_corpus(const std::vector<fs::path>& inputs, const Token
     }
     bytes_done += batch.bytes;
     if (options.progress) progress.update(bytes_done);
+    busy.write += since(w0);
   };
 
-  auto reading = std::async(std::launch::async, read_batch, std::ref(stream), batch_bytes);
+  auto reading = std::async(std::launch::async, read_batch, std::ref(stream), batch_bytes, &busy.read);
   std::future<void> writing;
   for (;;) {
     auto batch = std::make_shared<Batch>(reading.get());
     if (batch->pieces.empty()) break;
-    reading = std::async(std::launch::async, read_batch, std::ref(stream), batch_bytes);
+    reading = std::async(std::launch::async, read_batch, std::ref(stream), batch_bytes, &busy.read);
     auto first_task = std::make_shared<std::vector<std::size_t>>();
+    const auto k0 = std::chrono::steady_clock::now();
     auto results = std::make_shared<std::vector<std::vector<std::uint32_t>>>(
         tokenize_batch(*batch, tok, pool, options.piece_bytes, *first_task));
+    busy.tokenize += since(k0);
     if (writing.valid()) writing.get();  // the previous batch is written; rethrows its error
     writing = std::async(std::launch::async, [&write_batch, batch, results, first_task] { write_batch(*batch, *results, *first_task); });
   }
   if (writing.valid()) writing.get();
+  spdlog::debug("tokenize: stages busy: read+hash {:.2f} s, tokenize {:.2f} s ({} threads), write+deflate {:.2f} s ({} threads); "
+                "wall {:.2f} s", busy.read, busy.tokenize, threads, busy.write, deflate_pool.size(), since(t0));
   if (options.progress) progress.finish();
 
   s.tokens = writer.tokens_total();

@@ -14,6 +14,7 @@
 
 #include "capture/capture_state.hpp"
 #include "capture/hash.hpp"
+#include "capture/hist_bins.hpp"
 #include "capture/histogram_state.hpp"
 #include "cuda_engine.hpp"
 #include "kernels.hpp"

@@ -1,0 +1,224 @@
+// Throughput of the CUDA collect path: the forward of every layer plus the capture and reduction
+// of every neuron of every layer (top-K with activations, random and quantile samples, histogram,
+// moments), in the steady state after warm-up batches. The pre-pass is excluded (it runs once,
+// on a subset). Random HF-style weights are generated on the device, so GPT-2 XL (1.5B
+// parameters) starts in seconds; random tokens, fresh excerpt ids every batch.
+//
+// Prints one line per (model, precision):
+//   RESULT nexplain <model> <precision> <tokens/s> <ms/batch> fwd_only=<tokens/s> ...
+// scripts/gpu-check.sh pairs these with bench/hf_anchor.py's lines into the comparison table.
+//
+// usage: collect_gpu [--models small,xl] [--precisions fp32,tf32,bf16] [--batch 256] [--seq 64]
+//                    [--seconds 4] [--warmup 2] [--min-batches 3]
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#ifdef NEXPLAIN_HAVE_CUDA
+#include "capture/capture_state.hpp"
+#include "collect/cuda_backend.hpp"
+#include "core/error.hpp"
+#include "cuda_engine.hpp"
+#include "device_info.hpp"
+#endif
+
+namespace {
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+struct Options {
+  std::vector<std::string> models{"small", "xl"};
+  std::vector<std::string> precisions{"fp32", "tf32", "bf16"};
+  int batch = 256, seq = 64, warmup = 2, min_batches = 3;
+  double seconds = 4.0;
+};
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "collect_gpu: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--models") o.models = split(value());
+    else if (a == "--precisions") o.precisions = split(value());
+    else if (a == "--batch") o.batch = std::atoi(value().c_str());
+    else if (a == "--seq") o.seq = std::atoi(value().c_str());
+    else if (a == "--seconds") o.seconds = std::atof(value().c_str());
+    else if (a == "--warmup") o.warmup = std::atoi(value().c_str());
+    else if (a == "--min-batches") o.min_batches = std::atoi(value().c_str());
+    else {
+      std::fprintf(stderr, "collect_gpu: unknown option %s\n", a.c_str());
+      std::exit(2);
+    }
+  }
+  if (o.batch < 1 || o.seq < 1 || o.min_batches < 1 || o.warmup < 0) {
+    std::fprintf(stderr, "collect_gpu: bad sizes\n");
+    std::exit(2);
+  }
+  return o;
+}
+
+}  // namespace
+
+#ifdef NEXPLAIN_HAVE_CUDA
+
+namespace {
+
+using namespace nexplain;
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+Gpt2Config model_config(const std::string& name) {
+  Gpt2Config c;
+  c.n_positions = 1024;
+  c.vocab_size = 50257;
+  if (name == "small") {
+    c.n_embd = 768, c.n_layer = 12, c.n_head = 12;
+  } else if (name == "medium") {
+    c.n_embd = 1024, c.n_layer = 24, c.n_head = 16;
+  } else if (name == "large") {
+    c.n_embd = 1280, c.n_layer = 36, c.n_head = 20;
+  } else if (name == "xl") {
+    c.n_embd = 1600, c.n_layer = 48, c.n_head = 25;
+  } else {
+    fail("collect_gpu: unknown model '{}' (small, medium, large, xl)", name);
+  }
+  c.n_inner = 4 * c.n_embd;
+  return c;
+}
+
+void run(const std::string& model, const std::string& precision, const Options& o) {
+  const Gpt2Config cfg = model_config(model);
+  const auto prec = cuda::parse_precision(precision);
+  const auto t_init = Clock::now();
+  auto dev = cuda::Gpt2Device::random(cfg, cfg.n_layer - 1, prec, 2024);
+  const double weight_gb = static_cast<double>(dev->weight_bytes()) / 1e9;
+  std::vector<int> layers(static_cast<std::size_t>(cfg.n_layer));
+  for (int l = 0; l < cfg.n_layer; ++l) layers[static_cast<std::size_t>(l)] = l;
+  CaptureParams params;  // defaults: K 20, R 20, Q 5, fractions .5 .9 .99 .999
+  params.T = static_cast<std::uint32_t>(o.seq);
+  params.seed = 1;
+  CudaCollectBackend backend(std::move(dev), layers, params);
+
+  // A few batches of random tokens, cycled; excerpt ids always new.
+  constexpr int kPool = 4;
+  std::vector<std::vector<std::uint32_t>> pool(kPool);
+  std::mt19937_64 rng(7);
+  std::uniform_int_distribution<std::uint32_t> tok(0, static_cast<std::uint32_t>(cfg.vocab_size) - 1);
+  for (auto& b : pool) {
+    b.resize(static_cast<std::size_t>(o.batch) * o.seq);
+    for (auto& t : b) t = tok(rng);
+  }
+  // Pre-pass on one batch for quantile boundaries (as a real run has), not timed.
+  backend.prepass(pool[0].data(), o.batch);
+  const auto hists = backend.histograms();
+  std::vector<CaptureState> states;
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    CaptureParams lp = params;
+    lp.layer = static_cast<std::uint32_t>(layers[l]);
+    states.emplace_back(lp, static_cast<std::uint32_t>(cfg.n_inner), hists[l].boundaries(params.quantile_fractions));
+  }
+  backend.start_main(std::move(states));
+  backend.synchronize();
+  const double init_s = since(t_init);
+
+  std::vector<std::uint64_t> ids(static_cast<std::size_t>(o.batch));
+  std::uint64_t next_id = 0;
+  int k = 0;
+  const auto main_batch = [&] {
+    for (auto& id : ids) id = next_id++;
+    backend.main(pool[static_cast<std::size_t>(k++ % kPool)].data(), ids.data(), o.batch);
+  };
+  for (int i = 0; i < o.warmup; ++i) main_batch();
+  backend.synchronize();
+  int batches = 0;
+  auto t0 = Clock::now();
+  double elapsed = 0.0;
+  while (batches < o.min_batches || elapsed < o.seconds) {
+    main_batch();
+    ++batches;
+    if (batches >= o.min_batches) {
+      backend.synchronize();
+      elapsed = since(t0);
+    }
+    if (batches >= 1000) break;
+  }
+  backend.synchronize();
+  elapsed = since(t0);
+  const double tokens = static_cast<double>(batches) * o.batch * o.seq;
+
+  // The forward alone (no capture), same batches: what the reduction costs on top.
+  auto& m = backend.model();
+  const int fwd_batches = std::max(o.min_batches, std::min(batches, 20));
+  for (int i = 0; i < fwd_batches + 1; ++i) {
+    if (i == 1) {
+      m.stream().synchronize();
+      t0 = Clock::now();
+    }
+    m.forward(pool[static_cast<std::size_t>(i % kPool)].data(), o.batch, o.seq, cfg.n_layer - 1, nullptr);
+  }
+  m.stream().synchronize();
+  const double fwd_s = since(t0);
+  const double fwd_tps = static_cast<double>(fwd_batches) * o.batch * o.seq / fwd_s;
+
+  std::printf("RESULT nexplain %s %s %.0f %.2f fwd_only=%.0f batch=%dx%d batches=%d weights=%.2fGB init=%.1fs\n",
+              model.c_str(), precision.c_str(), tokens / elapsed, 1e3 * elapsed / batches, fwd_tps, o.batch, o.seq,
+              batches, weight_gb, init_s);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  const auto info = nexplain::cuda::query_device();
+  if (!info.available) {
+    std::printf("collect_gpu: no CUDA device: %s\n", info.reason.c_str());
+    return 0;
+  }
+  std::printf("collect_gpu: %s (sm_%d%d, %.1f GiB), batch %d excerpts x %d tokens, every neuron of every layer\n",
+              info.name.c_str(), info.sm_major, info.sm_minor,
+              static_cast<double>(info.memory_bytes) / (1024.0 * 1024.0 * 1024.0), o.batch, o.seq);
+  std::fflush(stdout);
+  int failures = 0;
+  for (const auto& model : o.models)
+    for (const auto& prec : o.precisions) {
+      try {
+        run(model, prec, o);
+      } catch (const std::exception& e) {
+        std::printf("RESULT nexplain %s %s FAILED %s\n", model.c_str(), prec.c_str(), e.what());
+        std::fflush(stdout);
+        ++failures;
+      }
+    }
+  return failures ? 1 : 0;
+}
+
+#else
+
+int main(int argc, char** argv) {
+  (void)parse(argc, argv);
+  std::printf("collect_gpu: built without the CUDA backend (nvcc was not found at configure time)\n");
+  return 0;
+}
+
+#endif

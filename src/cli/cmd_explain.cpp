@@ -1,0 +1,63 @@
+// `nexplain explain`: explain, simulate and score neurons from a records file, journaled and
+// resumable; under mpirun rank 0 coordinates and the other ranks are the request pool.
+#include <cstdio>
+
+#include <spdlog/spdlog.h>
+
+#include "cli/cli_util.hpp"
+#include "cli/commands.hpp"
+#include "cli/tokenizer_option.hpp"
+#include "core/config_file.hpp"
+#include "core/error.hpp"
+#include "dist/mpi_session.hpp"
+#include "explain/explain_run.hpp"
+
+namespace nexplain::cli {
+
+void add_explain_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "explain",
+      "Explain, simulate and score neurons (offline baseline, or any OpenAI-compatible API).\n"
+      "Writes <out>/journal.jsonl as it goes, <out>/results.jsonl and <out>/summary.json at the end;\n"
+      "a rerun resumes from the journal and the response cache. Run under mpirun for a request pool.");
+  struct Opts {
+    ExplainRunOptions run;
+    std::string config, tokenizer, simulator;
+    bool offline = false, no_retry = false;
+    int inflight = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  cmd->add_option("--records", o->run.records, "Records file from `nexplain collect`")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--out", o->run.out_dir, "Output directory (journal, cache, results)")->required();
+  cmd->add_option("--layers", o->run.layers, "Layers to explain: all, 5, 0-11")->capture_default_str();
+  cmd->add_option("--neurons-per-layer", o->run.neurons_per_layer, "Only the first N neurons of each layer (0 = all)")->capture_default_str();
+  cmd->add_option("--config", o->config,
+                  "Explain settings (.toml or .json): mode, simulator_kind, [explainer] and [simulator] endpoints\n"
+                  "(base_url, model, api_key_env or api_key_file, requests_per_minute, tokens_per_minute, prices, ...);\n"
+                  "see docs/LLM.md. Without it the offline baseline runs.");
+  cmd->add_flag("--offline", o->offline, "Use the built-in offline explainer and simulator, whatever --config says");
+  cmd->add_option("--simulator", o->simulator, "all_at_once | chat_logprobs | no_logprobs (overrides the config)");
+  cmd->add_option("--inflight", o->inflight, "Neurons in flight per worker (overrides the config)");
+  cmd->add_flag("--no-retry-failed", o->no_retry, "On resume, keep neurons journaled as failed instead of retrying them");
+  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer directory (token texts shown to the explainer)");
+  cmd->callback([o] {
+    MpiSession mpi;
+    auto run = o->run;
+    run.command_line = command_line();
+    run.retry_failed = !o->no_retry;
+    if (!o->config.empty()) run.settings = ExplainSettings::from_json(load_config_file(o->config), o->config);
+    if (o->offline) run.settings.mode = "offline";
+    if (!o->simulator.empty()) run.settings.simulator_kind = o->simulator;
+    if (o->inflight > 0) run.settings.inflight_neurons = o->inflight;
+    const auto dir = find_tokenizer_dir(o->tokenizer);
+    if (!dir) load_tokenizer(o->tokenizer);  // throws the helpful error
+    run.tokenizer_dir = *dir;
+    const auto summary = run_explain(run, mpi.world());
+    if (mpi.rank() == 0) {
+      std::printf("%s", format_summary(summary).c_str());
+      std::printf("wrote %s\n", (run.out_dir / "results.jsonl").string().c_str());
+    }
+  });
+}
+
+}  // namespace nexplain::cli

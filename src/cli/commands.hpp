@@ -13,5 +13,6 @@ void add_collect_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_explain_command(CLI::App& app);
+void add_sweep_command(CLI::App& app);
 
 }  // namespace nexplain::cli

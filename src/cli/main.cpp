@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
   app.require_subcommand(1);
+  app.fallthrough();  // global options (--log-level) may also follow the subcommand
 
   nexplain::cli::add_version_info_command(app);
   nexplain::cli::add_tokenize_command(app);
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
   nexplain::cli::add_inspect_command(app);
   nexplain::cli::add_export_command(app);
   nexplain::cli::add_explain_command(app);
+  nexplain::cli::add_sweep_command(app);
 
   // Logging must be set up before any subcommand callback runs.
   app.parse_complete_callback([&] { nexplain::setup_logging(log_level); });

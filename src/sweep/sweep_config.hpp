@@ -1,0 +1,54 @@
+#pragma once
+// A sweep: one description (TOML or JSON) of model, corpus, collection and explanation, run by
+// `nexplain sweep` stage by stage and (issue 8) submitted to Slurm. docs/SWEEP.md documents
+// every key; jobs/*.toml are examples.
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "collect/collector.hpp"
+#include "explain/explain_settings.hpp"
+#include "model/gpt2_config.hpp"
+
+namespace nexplain {
+
+struct SweepConfig {
+  std::string name;
+  std::filesystem::path out;  // the sweep directory: every stage's output lives here
+
+  // [model]: either an existing HF directory, or a planted model built by the sweep.
+  std::filesystem::path model_dir;
+  std::string planted;  // make-model SPEC ("" with model_dir set)
+  Gpt2Config planted_config{.n_embd = 64, .n_layer = 2, .n_head = 4, .n_inner = 256, .n_positions = 128, .vocab_size = 50257};
+  std::uint64_t planted_seed = 1;
+
+  // [corpus]
+  std::vector<std::string> inputs;  // files or glob patterns
+  std::string format = "auto", text_field = "text", separator;
+  int seq_len = 64;
+  std::filesystem::path tokenizer;  // "" = the default search
+
+  // [collect]
+  CollectOptions collect;  // model/corpus/out filled in by the sweep
+
+  // [explain]
+  ExplainSettings explain;
+  std::string explain_layers = "all";
+  std::uint32_t neurons_per_layer = 0;
+
+  nlohmann::json raw;  // the file as read (for [slurm] and provenance)
+
+  // Parses and validates; unknown sections or keys are errors naming them and `source`.
+  static SweepConfig from_json(const nlohmann::json& j, const std::string& source);
+  static SweepConfig load(const std::filesystem::path& path);
+
+  std::filesystem::path model_path() const { return model_dir.empty() ? out / "model" : model_dir; }
+  std::filesystem::path sequences_path() const { return out / "sequences.h5"; }
+  std::filesystem::path records_path() const { return out / "records.h5"; }
+  std::filesystem::path explain_dir() const { return out / "explain"; }
+};
+
+}  // namespace nexplain

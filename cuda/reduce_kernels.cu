@@ -170,6 +170,62 @@ struct NeuronBatch {
   }
 };
 
+// Activation copies of the merge, in chunks of kChunk values: all loads of a chunk are issued
+// before its stores, so they overlap instead of each waiting for the previous store (the
+// compiler cannot reorder them itself: source and destination may alias as far as it knows).
+constexpr std::size_t kChunk = 16;
+
+// dst[0..T) = src[0..T) (an old entry moving to another slot; the two never overlap).
+NX_HD void copy_slot(float* dst, const float* src, std::size_t T) {
+  for (std::size_t t0 = 0; t0 < T; t0 += kChunk) {
+    float v[kChunk];
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+    for (std::size_t u = 0; u < kChunk; ++u) v[u] = t0 + u < T ? src[t0 + u] : 0.0f;
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+    for (std::size_t u = 0; u < kChunk; ++u)
+      if (t0 + u < T) dst[t0 + u] = v[u];
+  }
+}
+
+// dst[t] = acts[(row0 + t) * N + n], t < T: a winner's activations, column n of the batch.
+template <typename A>
+NX_HD void gather_column(float* dst, const A* acts, std::size_t row0, std::size_t N, std::size_t n, std::size_t T) {
+  for (std::size_t t0 = 0; t0 < T; t0 += kChunk) {
+    float v[kChunk];
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+    for (std::size_t u = 0; u < kChunk; ++u) v[u] = t0 + u < T ? load_f(acts, (row0 + t0 + u) * N + n) : 0.0f;
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+    for (std::size_t u = 0; u < kChunk; ++u)
+      if (t0 + u < T) dst[t0 + u] = v[u];
+  }
+}
+
+// A list's admission threshold as it was before the batch, held in registers: the same
+// decisions as List::admits on the unchanged list.
+struct Threshold {
+  bool always = false, never = false;
+  std::uint64_t rank = 0, id = 0;
+  NX_HD static Threshold of(const List& L) {
+    Threshold t;
+    t.always = *L.count < L.cap;
+    t.never = !t.always && L.cap == 0;
+    if (!t.always && !t.never) {
+      t.rank = L.rank(L.cap - 1);
+      t.id = L.ids[L.cap - 1];
+    }
+    return t;
+  }
+  NX_HD bool admits(std::uint64_t r, std::uint64_t i) const { return always || (!never && rank_before(r, i, rank, id)); }
+};
+
 // Selects the best min(cap, matching candidates) candidates of one list in ascending (rank, id)
 // order (into b.sel[k * N + n]) and merges them into the list as SampleList::merge_sorted does.
 // Candidates beyond the best `cap` could never be kept, so leaving them out changes nothing.
@@ -226,7 +282,7 @@ __host__ __device__ void select_and_merge(const NeuronBatch<A>& b, const List& L
         L.ids[k] = L.ids[i];
         L.max[k] = L.max[i];
         if (L.hash) L.hash[k] = L.hash[i];
-        for (std::size_t t = 0; t < T; ++t) L.acts[k * T + t] = L.acts[i * T + t];
+        copy_slot(L.acts + k * T, L.acts + i * T, T);
       }
     } else {
       --j;
@@ -234,8 +290,7 @@ __host__ __device__ void select_and_merge(const NeuronBatch<A>& b, const List& L
         L.ids[k] = id;
         L.max[k] = b.max_of(e);
         if (L.hash) L.hash[k] = r;
-        const std::size_t row0 = static_cast<std::size_t>(e) * b.T;
-        for (std::size_t t = 0; t < T; ++t) L.acts[k * T + t] = load_f(b.acts, (row0 + t) * b.N + b.n);
+        gather_column(L.acts + k * T, b.acts, static_cast<std::size_t>(e) * b.T, b.N, b.n, T);
       }
     }
   }
@@ -280,36 +335,49 @@ __host__ __device__ void neuron_update_thread(const StateView& s, const A* __res
                                               std::size_t n) {
   const std::size_t N = s.N;
 
-  // 1. Moments: the running state combined with each excerpt's local moments, in excerpt order.
+  // One pass over the batch's excerpts, in order, doing two independent things (interleaved so
+  // that the moments' long chain of double operations overlaps the loads of the other):
+  //  1. moments: the running state combined with each excerpt's local moments, in excerpt order;
+  //  2. histogram and threshold tests against the lists as they were before this batch.
   DMoments run{s.mom_count[n], s.mom_mean[n], s.mom_m2[n], s.mom_m3[n], s.mom_m4[n]};
-  for (int e = 0; e < B; ++e) {
-    const std::size_t o = static_cast<std::size_t>(e) * N + n;
-    const DMoments local{s.T, w.lmean[o], w.lm2[o], w.lm3[o], w.lm4[o]};
-    run = combine(run, local);
-  }
-  s.mom_count[n] = run.count;
-  s.mom_mean[n] = run.mean.v;
-  s.mom_m2[n] = run.m2.v;
-  s.mom_m3[n] = run.m3.v;
-  s.mom_m4[n] = run.m4.v;
-
-  // 2. Histogram and threshold tests against the lists as they were before this batch.
   const std::uint64_t rp = hash_prefix(s.seed, s.layer, n);
   const std::uint64_t qp = hash_prefix(s.seed ^ kQuantileSeedSalt, s.layer, n);
   const List top = topk_list(s, n);
   const List rnd = random_list(s, n);
-  std::uint64_t* hist = s.hist + n * kHistBins;
+  const Threshold top_th = Threshold::of(top);
+  const Threshold rnd_th = Threshold::of(rnd);
+  std::uint64_t* __restrict__ hist = s.hist + n * kHistBins;
   const double* bounds = s.quantiles ? s.boundaries + n * s.m : nullptr;
+  const float* __restrict__ maxima = w.maxima;
+  const double* __restrict__ lmean = w.lmean;
+  const double* __restrict__ lm2 = w.lm2;
+  const double* __restrict__ lm3 = w.lm3;
+  const double* __restrict__ lm4 = w.lm4;
   std::uint32_t nc = 0;
   std::uint64_t any = 0;
+  // Histogram counts are integers, so they may be added in any grouping: runs of equal bins
+  // (maxima of a neuron cluster in a few bins) are added at once.
+  std::uint32_t run_bin = 0;
+  std::uint64_t run_count = 0;
   for (int e = 0; e < B; ++e) {
-    const float mx = w.maxima[static_cast<std::size_t>(e) * N + n];
+    {
+      const std::size_t o = static_cast<std::size_t>(e) * N + n;
+      const DMoments local{s.T, lmean[o], lm2[o], lm3[o], lm4[o]};
+      run = combine(run, local);
+    }
+    const float mx = maxima[static_cast<std::size_t>(e) * N + n];
     const std::uint32_t bits = bits_of(mx);
-    ++hist[hist_bin_from_bits(bits)];
+    const std::uint32_t hb = hist_bin_from_bits(bits);
+    if (hb != run_bin) {
+      if (run_count) hist[run_bin] += run_count;
+      run_bin = hb;
+      run_count = 0;
+    }
+    ++run_count;
     const std::uint64_t id = ids[e];
     std::uint64_t flags = 0, bin = 0;
-    if (top.admits(topk_rank(bits), id)) flags |= kFlagTop;
-    if (rnd.admits(hash_absorb_mixed(rp, words[e]), id)) flags |= kFlagRandom;
+    if (top_th.admits(topk_rank(bits), id)) flags |= kFlagTop;
+    if (rnd_th.admits(hash_absorb_mixed(rp, words[e]), id)) flags |= kFlagRandom;
     if (s.quantiles) {
       bin = quantile_bin(mx, bounds, s.m);
       if (quantile_list(s, n, static_cast<std::uint32_t>(bin)).admits(hash_absorb_mixed(qp, words[e]), id))
@@ -321,6 +389,12 @@ __host__ __device__ void neuron_update_thread(const StateView& s, const A* __res
       any |= flags;
     }
   }
+  if (run_count) hist[run_bin] += run_count;
+  s.mom_count[n] = run.count;
+  s.mom_mean[n] = run.mean.v;
+  s.mom_m2[n] = run.m2.v;
+  s.mom_m3[n] = run.m3.v;
+  s.mom_m4[n] = run.m4.v;
   if (nc == 0) return;
 
   // 3. The lists that have candidates: select the best and merge.

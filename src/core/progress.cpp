@@ -54,7 +54,7 @@ std::string Progress::line() const {
   std::string s = label_;
   if (total_ > 0) s += fmt::format(" {:5.1f}% {}/{}", 100.0 * all / total_, human(all), human(total_));
   else s += fmt::format(" {}", human(all));
-  s += fmt::format(" {} {}/s {}", unit_, human(rate), unit_);
+  s += fmt::format(" {}, {} {}/s", unit_, human(rate), unit_);
   if (total_ > 0 && rate > 0) s += " ETA " + duration((total_ - std::min(all, total_)) / rate);
   s += " elapsed " + duration(el);
   return s;

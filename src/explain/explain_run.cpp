@@ -15,6 +15,7 @@
 #include "core/progress.hpp"
 #include "explain/neuron_task.hpp"
 #include "io/records_file.hpp"
+#include "llm/batch_router.hpp"
 #include "llm/journal.hpp"
 #include "tokenizer/gpt2_tokenizer.hpp"
 
@@ -50,33 +51,37 @@ json recv_json(int source, int tag, MPI_Comm comm, int* from) {
   return json::parse(s);
 }
 
-// Runs neurons: offline synchronously, or as many LLM tasks in flight as allowed.
+// Runs neurons: offline synchronously, or as many LLM tasks in flight as allowed. With
+// --write-batch the requests go to a BatchRouter instead of the client: answered from the cache
+// or written down, never sent.
 class Worker {
  public:
   Worker(const ExplainRunOptions& o, double budget_share)
       : o_(o), records_(o.records), tokenizer_(Gpt2Tokenizer::load(o.tokenizer_dir)) {
-    if (o.settings.mode == "llm") {
+    if (o.settings.mode == "llm" && !o.write_batch_dir.empty()) {
+      batch_ = std::make_unique<BatchRouter>(o.settings.endpoints, response_cache_dir(o), o.write_batch_dir);
+    } else if (o.settings.mode == "llm") {
       ClientOptions co;
-      co.cache_dir = o.settings.cache_dir.empty() ? o.out_dir / "cache" : o.settings.cache_dir;
+      co.cache_dir = response_cache_dir(o);
       client_ = std::make_unique<LlmClient>(o.settings.endpoints, co);
       client_->preflight();
       for (const auto& e : o.settings.endpoints) client_->limiter(e.stage).set_share(budget_share, client_->now());
     }
   }
 
-  std::size_t capacity() const { return client_ ? static_cast<std::size_t>(o_.settings.inflight_neurons) : 1; }
+  std::size_t capacity() const { return client_ || batch_ ? static_cast<std::size_t>(o_.settings.inflight_neurons) : 1; }
   std::size_t inflight() const { return tasks_.size() + offline_.size(); }
 
   void add(const WorkItem& w) {
     auto splits = load_splits(records_, w.layer, w.neuron, o_.settings.per_split);
-    if (!client_) {
+    if (!client_ && !batch_) {
       offline_.push_back(std::make_unique<NeuronTask>(std::move(splits), tokenizer_, o_.settings, o_.settings.endpoints));
       return;
     }
     auto task = std::make_unique<NeuronTask>(std::move(splits), tokenizer_, o_.settings, o_.settings.endpoints);
     auto reqs = task->start();
     const std::string key = w.key();
-    for (auto& r : reqs) client_->submit(std::move(r));
+    if (!dispatch(reqs)) return;
     if (task->done()) done_.push_back(task->result());
     else tasks_[key] = std::move(task);
   }
@@ -90,20 +95,36 @@ class Worker {
       offline_.pop_front();
       return out;
     }
-    if (!client_ || tasks_.empty()) return out;
-    client_->poll(max_wait, [&](LlmResult&& r) {
+    if ((!client_ && !batch_) || tasks_.empty()) return out;
+    auto deliver = [&](LlmResult&& r) {
       // Tags are "<layer>/<neuron>/...": the first two parts name the task.
       const auto second = r.tag.find('/', r.tag.find('/') + 1);
       auto it = tasks_.find(r.tag.substr(0, second));
-      if (it == tasks_.end()) return;
-      for (auto& req : it->second->on_result(r)) client_->submit(std::move(req));
+      if (it == tasks_.end()) return;  // also: answers for a neuron already left to a batch
+      auto reqs = it->second->on_result(r);
+      if (!dispatch(reqs)) {
+        tasks_.erase(it);
+        return;
+      }
       if (it->second->done()) {
         out.push_back(it->second->result());
         tasks_.erase(it);
       }
-    });
+    };
+    if (batch_) {
+      for (auto& r : batch_->take_ready()) deliver(std::move(r));
+    } else {
+      client_->poll(max_wait, deliver);
+    }
     return out;
   }
+
+  // --write-batch: commits the shards and the manifest (nullptr without a batch).
+  BatchRouter* finish_batch() {
+    if (batch_) batch_->finish();
+    return batch_.get();
+  }
+  std::uint64_t batch_pending() const { return batch_pending_; }
 
   // 429s seen since the last call (the coordinator pauses every worker on them).
   std::uint64_t new_429s() {
@@ -127,6 +148,22 @@ class Worker {
   std::deque<std::unique_ptr<NeuronTask>> offline_;
   std::vector<NeuronResult> done_;
   std::uint64_t last_429_ = 0;
+  std::unique_ptr<BatchRouter> batch_;
+  std::uint64_t batch_pending_ = 0;
+
+  // Hands a task's requests to the client, or in batch mode to the router. False when any of
+  // them went into a batch file: the neuron cannot finish in this run, so the caller drops it
+  // (unjournaled; a later round, with the batch's answers in the cache, does it).
+  bool dispatch(std::vector<LlmRequest>& reqs) {
+    if (!batch_) {
+      for (auto& r : reqs) client_->submit(std::move(r));
+      return true;
+    }
+    bool answered = true;
+    for (const auto& r : reqs) answered = batch_->submit(r) && answered;  // every one is written, not just the first
+    if (!answered) ++batch_pending_;
+    return answered;
+  }
 };
 
 constexpr double kPauseOn429 = 2.0;  // seconds every worker waits after any worker saw a 429
@@ -192,12 +229,23 @@ std::string format_summary(const ExplainSummary& s) {
   return out;
 }
 
+fs::path response_cache_dir(const ExplainRunOptions& o) {
+  return o.settings.cache_dir.empty() ? o.out_dir / "cache" : o.settings.cache_dir;
+}
+
 ExplainSummary run_explain(const ExplainRunOptions& o, MPI_Comm comm) {
   const auto t0 = std::chrono::steady_clock::now();
   int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   o.settings.validate();
+  if (!o.write_batch_dir.empty()) {
+    // Every rank sees the same options, so every rank stops here alike.
+    if (o.settings.mode != "llm")
+      fail("--write-batch needs LLM endpoints (a --config with [explainer] and [simulator]); the offline baseline asks no one");
+    if (size > 1)
+      fail("--write-batch runs as one process (it sends nothing, so a request pool has nothing to do); run it without mpirun");
+  }
   const int n_workers = std::max(1, size - 1);
 
   if (rank != 0) {
@@ -256,6 +304,7 @@ ExplainSummary run_explain(const ExplainRunOptions& o, MPI_Comm comm) {
     prog.update(++done_now);
   };
 
+  std::uint64_t batch_pending = 0, batch_requests = 0, batch_shards = 0;
   if (size == 1) {
     Worker worker(o, 1.0);
     while (!pending.empty() || worker.inflight() > 0) {
@@ -264,6 +313,13 @@ ExplainSummary run_explain(const ExplainRunOptions& o, MPI_Comm comm) {
         pending.pop_front();
       }
       for (auto& r : worker.step(0.2)) record(r.to_json());
+    }
+    if (BatchRouter* b = worker.finish_batch()) {
+      batch_pending = worker.batch_pending();
+      batch_requests = b->written();
+      batch_shards = b->finish().size();
+      spdlog::info("write-batch: {} requests answered from the cache, {} written ({} distinct) to {}; {} neurons wait on them",
+                   b->answered(), b->unanswered(), b->written(), b->dir().string(), batch_pending);
     }
   } else {
     int active = n_workers;
@@ -307,14 +363,27 @@ ExplainSummary run_explain(const ExplainRunOptions& o, MPI_Comm comm) {
   std::vector<NeuronResult> results;
   for (const auto& w : items) {
     auto it = journal.records().find(w.key());
-    if (it == journal.records().end()) fail("internal: neuron {} has no journal record", w.key());
-    results.push_back(NeuronResult::from_json(it->second));
+    if (it != journal.records().end()) results.push_back(NeuronResult::from_json(it->second));
+    else if (batch_pending == 0) fail("internal: neuron {} has no journal record", w.key());
+  }
+  if (batch_pending > 0) {
+    // Not finished: results.jsonl and summary.json are written by the round that completes
+    // every neuron. The summary covers the neurons journaled so far.
+    ExplainSummary s = summarize(results);
+    s.resumed = resumed;
+    s.batch_pending = batch_pending;
+    s.batch_requests = batch_requests;
+    s.batch_shards = batch_shards;
+    s.batch_manifest = (o.write_batch_dir / "manifest.json").string();
+    s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return s;
   }
   std::string lines;
   for (const auto& r : results) lines += r.to_json().dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   write_file_atomic(o.out_dir / "results.jsonl", lines);
   ExplainSummary s = summarize(results);
   s.resumed = resumed;
+  if (!o.write_batch_dir.empty()) s.batch_manifest = (o.write_batch_dir / "manifest.json").string();
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   json sj = {{"neurons", s.neurons}, {"ok", s.ok}, {"failed", s.failed}, {"nan_scores", s.nan_scores},
              {"mean_score", std::isfinite(s.mean_score) ? json(s.mean_score) : json(nullptr)},

@@ -29,6 +29,10 @@ struct ExplainRunOptions {
   std::uint32_t neurons_per_layer = 0;  // 0 = all; else the first N neurons of each layer
   ExplainSettings settings;
   bool retry_failed = true;  // on resume, neurons journaled as failed are tried again
+  // Non-empty: send nothing; answer from the response cache what it holds and write every other
+  // request to OpenAI Batch-API shards in this directory (llm/batch_writer.hpp). Neurons waiting
+  // on a written request are not journaled. One process only.
+  std::filesystem::path write_batch_dir;
   std::string command_line;
 };
 
@@ -40,7 +44,14 @@ struct ExplainSummary {
   std::uint64_t prompt_tokens = 0, completion_tokens = 0;
   double seconds = 0.0;
   std::vector<std::uint64_t> score_histogram;  // 10 bins over [-1, 1]
+  // --write-batch: neurons left waiting on batch answers (not journaled, no results.jsonl yet),
+  // requests written and shards; "" when no batch was written.
+  std::uint64_t batch_pending = 0, batch_requests = 0, batch_shards = 0;
+  std::string batch_manifest;
 };
+
+// Where the response cache lives: settings.cache_dir, else <out>/cache.
+std::filesystem::path response_cache_dir(const ExplainRunOptions& opts);
 
 // Collective over `comm`. Every rank returns; the summary is complete on rank 0.
 ExplainSummary run_explain(const ExplainRunOptions& opts, MPI_Comm comm);

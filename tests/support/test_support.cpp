@@ -16,6 +16,19 @@ namespace nexplain::test {
 
 namespace fs = std::filesystem;
 
+namespace {
+// The environment every test process (and what it spawns) runs in, unless the caller set it:
+// one OpenBLAS thread (the machine's cores are shared by ctest -j), and Open MPI allowed to run
+// as root and to oversubscribe (CI runs as root on 2 cores).
+const bool kEnvironmentSet = [] {
+  setenv("OPENBLAS_NUM_THREADS", "1", 0);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+  setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
+  return true;
+}();
+}  // namespace
+
 fs::path shared_dir() {
   const char* env = std::getenv("NEXPLAIN_SHARED_DIR");
   fs::path p = env ? fs::path(env) : fs::path(NEXPLAIN_SHARED_DIR);

@@ -25,8 +25,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string sha(const std::string& s) {
-  Sha256 h;
+std::string sha(const std::string& s, bool allow_cpu_extensions = true) {
+  Sha256 h(allow_cpu_extensions);
   h.update(s.data(), s.size());
   return h.hex_digest();
 }
@@ -87,6 +87,16 @@ TEST(Sha256, KnownVectors) {
   EXPECT_EQ(sha("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
   EXPECT_EQ(sha(std::string(1000000, 'a')), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST(Sha256, CpuInstructionsAgreeWithPortableCode) {
+  std::mt19937 rng(3);
+  for (std::size_t n : {0, 1, 55, 56, 63, 64, 65, 127, 128, 1000, 100000}) {
+    std::string data(n, '\0');
+    for (auto& c : data) c = static_cast<char>(rng());
+    EXPECT_EQ(sha(data, true), sha(data, false)) << n << " bytes";
+  }
+  std::printf("SHA CPU instructions %s\n", sha256_cpu_extensions_available() ? "used" : "not available: portable code only");
 }
 
 TEST(Sha256, StreamingInAnyPiecesEqualsOneShot) {

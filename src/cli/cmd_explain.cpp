@@ -7,7 +7,7 @@
 
 #include "cli/cli_util.hpp"
 #include "cli/commands.hpp"
-#include "cli/tokenizer_option.hpp"
+#include "tokenizer/tokenizer_dir.hpp"
 #include "core/config_file.hpp"
 #include "core/error.hpp"
 #include "dist/mpi_session.hpp"
@@ -84,9 +84,7 @@ void add_explain_command(CLI::App& app) {
     if (o->offline) run.settings.mode = "offline";
     if (!o->simulator.empty()) run.settings.simulator_kind = o->simulator;
     if (o->inflight > 0) run.settings.inflight_neurons = o->inflight;
-    const auto dir = find_tokenizer_dir(o->tokenizer);
-    if (!dir) load_tokenizer(o->tokenizer);  // throws the helpful error
-    run.tokenizer_dir = *dir;
+    run.tokenizer_dir = locate_tokenizer_dir(o->tokenizer);
     if (!o->read_batch.empty()) read_batches(run, o->read_batch, mpi.rank(), mpi.world());
     const auto summary = run_explain(run, mpi.world());
     if (mpi.rank() != 0) return;

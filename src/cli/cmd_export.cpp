@@ -6,7 +6,8 @@
 #include <fstream>
 
 #include "cli/commands.hpp"
-#include "cli/tokenizer_option.hpp"
+#include "tokenizer/gpt2_tokenizer.hpp"
+#include "tokenizer/tokenizer_dir.hpp"
 #include "collect/layer_range.hpp"
 #include "core/error.hpp"
 #include "core/progress.hpp"
@@ -31,7 +32,7 @@ void add_export_command(CLI::App& app) {
   cmd->callback([o] {
     if (o->format != "openai-json") fail("--format '{}': expected openai-json", o->format);
     RecordsFile rf(o->records);
-    const auto tok = load_tokenizer(o->tokenizer);
+    const auto tok = Gpt2Tokenizer::load(locate_tokenizer_dir(o->tokenizer));
     const fs::path out = o->out;
     if (fs::exists(out)) fail("{}: already exists; export writes a new directory", out.string());
     fs::path parent = out.parent_path().empty() ? fs::path(".") : out.parent_path();

@@ -4,7 +4,8 @@
 #include <string>
 
 #include "cli/commands.hpp"
-#include "cli/tokenizer_option.hpp"
+#include "tokenizer/gpt2_tokenizer.hpp"
+#include "tokenizer/tokenizer_dir.hpp"
 #include "core/error.hpp"
 #include "io/records_file.hpp"
 
@@ -58,7 +59,13 @@ void add_inspect_command(CLI::App& app) {
     const auto [layer, n] = parse_neuron(o->neuron);
     RecordsFile rf(o->records);
     const NeuronRecord r = rf.neuron(layer, n);
-    const auto tok = find_tokenizer_dir(o->tokenizer) ? std::optional(load_tokenizer(o->tokenizer)) : std::nullopt;
+    // Without tokenizer files the excerpts are shown as token ids rather than failing.
+    std::optional<Gpt2Tokenizer> tok;
+    try {
+      tok = Gpt2Tokenizer::load(locate_tokenizer_dir(o->tokenizer));
+    } catch (const Error&) {
+      if (!o->tokenizer.empty()) throw;
+    }
     auto text = [&](std::uint32_t id) {
       return tok && id < tok->vocab_size() ? shown(tok->token_bytes(id)) : "<" + std::to_string(id) + ">";
     };

@@ -3,7 +3,7 @@
 
 #include "cli/cli_util.hpp"
 #include "cli/commands.hpp"
-#include "cli/tokenizer_option.hpp"
+#include "tokenizer/tokenizer_dir.hpp"
 #include "dist/mpi_session.hpp"
 #include "sweep/sweep_run.hpp"
 
@@ -28,9 +28,7 @@ void add_sweep_command(CLI::App& app) {
     SweepRunOptions ro;
     ro.command_line = command_line();
     const std::filesystem::path given = !o->tokenizer.empty() ? std::filesystem::path(o->tokenizer) : config.tokenizer;
-    const auto dir = find_tokenizer_dir(given);
-    if (!dir) load_tokenizer(given);  // throws the helpful error
-    ro.tokenizer_dir = *dir;
+    ro.tokenizer_dir = locate_tokenizer_dir(given);
     const auto summary = run_sweep(config, ro, mpi.world());
     if (mpi.rank() == 0) std::printf("%s", summary.c_str());
   });

@@ -7,6 +7,7 @@
 
 #include "capture/hist_bins.hpp"
 #include "capture/hash.hpp"
+#include "capture/moments.hpp"
 #include "core/error.hpp"
 #include "cuda_check.hpp"
 #include "cuda_engine.hpp"
@@ -72,6 +73,11 @@ void check_arrays(const CaptureParams& p, const CaptureArrays& a) {
   check_size(a.mom_m2, N, "mom_m2");
   check_size(a.mom_m3, N, "mom_m3");
   check_size(a.mom_m4, N, "mom_m4");
+  if (!a.mom_closed.empty() || !a.mom_open.empty() || !a.mom_open_block.empty()) {  // the moment-block split
+    check_size(a.mom_closed, N, "mom_closed");
+    check_size(a.mom_open, N, "mom_open");
+    check_size(a.mom_open_block, N, "mom_open_block");
+  }
   check_counts(a.topk_count, p.K, "topk_count");
   check_counts(a.random_count, p.R, "random_count");
   check_counts(a.quantile_count, a.boundaries.empty() ? 0 : p.Q, "quantile_count");
@@ -216,6 +222,9 @@ struct DeviceCaptureState::Impl {
   DeviceArray<std::uint64_t> topk_ids, random_ids, random_hash, quantile_ids, quantile_hash, hist, mom_count;
   DeviceArray<float> topk_max, topk_acts, random_max, random_acts, quantile_max, quantile_acts;
   DeviceArray<double> d_boundaries, mom_mean, mom_m2, mom_m3, mom_m4;
+  // Moment blocks: mom_* above hold the CLOSED blocks' total, these the open block (kernels.hpp).
+  DeviceArray<std::uint64_t> mom_open_count, mom_open_block;
+  DeviceArray<double> mom_open_mean, mom_open_m2, mom_open_m3, mom_open_m4;
 
   // update_host staging
   std::unique_ptr<DeviceBatchIds> host_ids;
@@ -259,6 +268,12 @@ struct DeviceCaptureState::Impl {
     v.mom_m2 = mom_m2.get();
     v.mom_m3 = mom_m3.get();
     v.mom_m4 = mom_m4.get();
+    v.mom_open_count = mom_open_count.get();
+    v.mom_open_mean = mom_open_mean.get();
+    v.mom_open_m2 = mom_open_m2.get();
+    v.mom_open_m3 = mom_open_m3.get();
+    v.mom_open_m4 = mom_open_m4.get();
+    v.mom_open_block = mom_open_block.get();
     return v;
   }
 
@@ -267,7 +282,8 @@ struct DeviceCaptureState::Impl {
            random_hash.bytes() + quantile_ids.bytes() + quantile_hash.bytes() + hist.bytes() + mom_count.bytes() +
            topk_max.bytes() + topk_acts.bytes() + random_max.bytes() + random_acts.bytes() + quantile_max.bytes() +
            quantile_acts.bytes() + d_boundaries.bytes() + mom_mean.bytes() + mom_m2.bytes() + mom_m3.bytes() +
-           mom_m4.bytes();
+           mom_m4.bytes() + mom_open_count.bytes() + mom_open_block.bytes() + mom_open_mean.bytes() +
+           mom_open_m2.bytes() + mom_open_m3.bytes() + mom_open_m4.bytes();
   }
 
   void update(const ActView& acts, const DeviceBatchIds& ids) {
@@ -315,11 +331,38 @@ DeviceCaptureState::DeviceCaptureState(const CaptureParams& params, const Captur
   upload_vec(m.quantile_acts, a.quantile_acts);
   upload_vec(m.d_boundaries, a.boundaries);
   upload_vec(m.hist, a.hist);
-  upload_vec(m.mom_count, a.mom_count);
-  upload_vec(m.mom_mean, a.mom_mean);
-  upload_vec(m.mom_m2, a.mom_m2);
-  upload_vec(m.mom_m3, a.mom_m3);
-  upload_vec(m.mom_m4, a.mom_m4);
+  // Moments: closed into mom_*, the open block into mom_open_*. Arrays without the split (files,
+  // new states) have no open block: closed = the mom_* total, as CaptureState reads them.
+  const std::size_t N = a.n_neurons;
+  const bool split = !a.mom_closed.empty();
+  std::vector<std::uint64_t> cc(N), oc(N), ob(N, kernels::kNoOpenBlock);
+  std::vector<double> cm(N), c2(N), c3(N), c4(N), om(N), o2(N), o3(N), o4(N);
+  for (std::size_t n = 0; n < N; ++n) {
+    const Moments c = split ? a.mom_closed[n] : Moments{a.mom_count[n], a.mom_mean[n], a.mom_m2[n], a.mom_m3[n], a.mom_m4[n]};
+    const Moments o = split ? a.mom_open[n] : Moments{};
+    if (split) ob[n] = a.mom_open_block[n];
+    cc[n] = c.count;
+    cm[n] = c.mean;
+    c2[n] = c.m2;
+    c3[n] = c.m3;
+    c4[n] = c.m4;
+    oc[n] = o.count;
+    om[n] = o.mean;
+    o2[n] = o.m2;
+    o3[n] = o.m3;
+    o4[n] = o.m4;
+  }
+  upload_vec(m.mom_count, cc);
+  upload_vec(m.mom_mean, cm);
+  upload_vec(m.mom_m2, c2);
+  upload_vec(m.mom_m3, c3);
+  upload_vec(m.mom_m4, c4);
+  upload_vec(m.mom_open_count, oc);
+  upload_vec(m.mom_open_mean, om);
+  upload_vec(m.mom_open_m2, o2);
+  upload_vec(m.mom_open_m3, o3);
+  upload_vec(m.mom_open_m4, o4);
+  upload_vec(m.mom_open_block, ob);
 }
 
 DeviceCaptureState::~DeviceCaptureState() = default;
@@ -378,11 +421,40 @@ CaptureArrays DeviceCaptureState::download() {
   download_vec(m.quantile_acts, a.quantile_acts);
   a.boundaries = m.boundaries;
   download_vec(m.hist, a.hist);
-  download_vec(m.mom_count, a.mom_count);
-  download_vec(m.mom_mean, a.mom_mean);
-  download_vec(m.mom_m2, a.mom_m2);
-  download_vec(m.mom_m3, a.mom_m3);
-  download_vec(m.mom_m4, a.mom_m4);
+  // Moments: the device holds closed (mom_*) and the open block; export the split (so that a
+  // CaptureState resumes mid-block bitwise) and the total combine_moments(closed, open), the very
+  // host operation CaptureState uses for its own total.
+  std::vector<std::uint64_t> cc, oc;
+  std::vector<double> cm, c2, c3, c4, om, o2, o3, o4;
+  download_vec(m.mom_count, cc);
+  download_vec(m.mom_mean, cm);
+  download_vec(m.mom_m2, c2);
+  download_vec(m.mom_m3, c3);
+  download_vec(m.mom_m4, c4);
+  download_vec(m.mom_open_count, oc);
+  download_vec(m.mom_open_mean, om);
+  download_vec(m.mom_open_m2, o2);
+  download_vec(m.mom_open_m3, o3);
+  download_vec(m.mom_open_m4, o4);
+  download_vec(m.mom_open_block, a.mom_open_block);
+  const std::size_t N = m.N;
+  a.mom_closed.resize(N);
+  a.mom_open.resize(N);
+  a.mom_count.resize(N);
+  a.mom_mean.resize(N);
+  a.mom_m2.resize(N);
+  a.mom_m3.resize(N);
+  a.mom_m4.resize(N);
+  for (std::size_t n = 0; n < N; ++n) {
+    a.mom_closed[n] = Moments{cc[n], cm[n], c2[n], c3[n], c4[n]};
+    a.mom_open[n] = Moments{oc[n], om[n], o2[n], o3[n], o4[n]};
+    const Moments t = combine_moments(a.mom_closed[n], a.mom_open[n]);
+    a.mom_count[n] = t.count;
+    a.mom_mean[n] = t.mean;
+    a.mom_m2[n] = t.m2;
+    a.mom_m3[n] = t.m3;
+    a.mom_m4[n] = t.m4;
+  }
   return a;
 }
 

@@ -61,7 +61,19 @@ struct StateView {
   double* mom_m2 = nullptr;
   double* mom_m3 = nullptr;
   double* mom_m4 = nullptr;
+  // Moment blocks (capture/moments.hpp, docs/REDUCTION.md): mom_* above hold the CLOSED blocks'
+  // total; these hold the open block's partial moments and its index (kNoOpenBlock: none), so
+  // the device groups the combines exactly as CaptureState does. Total = combine(closed, open).
+  std::uint64_t* mom_open_count = nullptr;
+  double* mom_open_mean = nullptr;
+  double* mom_open_m2 = nullptr;
+  double* mom_open_m3 = nullptr;
+  double* mom_open_m4 = nullptr;
+  std::uint64_t* mom_open_block = nullptr;
 };
+
+// No open moment block (CaptureState's kNoBlock).
+inline constexpr std::uint64_t kNoOpenBlock = ~std::uint64_t{0};
 
 // Per-batch scratch, all [B][N] (excerpt-major) except sel [cap][N].
 struct ScratchView {
@@ -78,7 +90,8 @@ struct ScratchView {
 // local moments (normative two-pass rule) into the scratch.
 void excerpt_stats(const void* acts, bool bf16, int B, std::uint32_t T, std::uint32_t N, bool moments,
                    const ScratchView& w, cudaStream_t s);
-// Per neuron: moments combined in excerpt order, histogram of the maxima, and the top-K, random
+// Per neuron: moments combined in excerpt order within each moment block of the ids (closed /
+// open split of StateView), histogram of the maxima, and the top-K, random
 // and quantile lists updated exactly as CaptureState::update. ids/words: device [B].
 void neuron_update(const StateView& st, const void* acts, bool bf16, int B, const std::uint64_t* ids,
                    const std::uint64_t* words, const ScratchView& w, cudaStream_t s);

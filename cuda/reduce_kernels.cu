@@ -5,7 +5,8 @@
 //                  capture/excerpt_max.hpp) and the excerpt's local moments (the two-pass rule of
 //                  capture/moments.hpp) into scratch arrays [B][N].
 //   neuron_update  one thread per neuron, which owns that neuron's slice of every state array:
-//                  combines the local moments into the running ones in excerpt order, counts the
+//                  combines the local moments per moment block (closed + open, as CaptureState)
+//                  in excerpt order, counts the
 //                  maxima into the histogram, tests every excerpt against the lists' thresholds as
 //                  they were before the batch (as CaptureState does), and, for the rare lists
 //                  with candidates, selects the best `cap` candidates in (rank, id) order and
@@ -26,6 +27,7 @@
 #include "capture/float_order.hpp"
 #include "capture/hash.hpp"
 #include "capture/hist_bins.hpp"
+#include "capture/moments.hpp"
 #include "cuda_check.hpp"
 #include "kernels.hpp"
 
@@ -337,9 +339,14 @@ __host__ __device__ void neuron_update_thread(const StateView& s, const A* __res
 
   // One pass over the batch's excerpts, in order, doing two independent things (interleaved so
   // that the moments' long chain of double operations overlaps the loads of the other):
-  //  1. moments: the running state combined with each excerpt's local moments, in excerpt order;
+  //  1. moments: CaptureState's moment-block rule (capture_state.cpp excerpt_block): each
+  //     excerpt's local moments combined into the open block's in excerpt order; an excerpt of
+  //     another block first folds the open block into the closed total (combine with an empty
+  //     side returns the other side bitwise, so no special case for the first block);
   //  2. histogram and threshold tests against the lists as they were before this batch.
-  DMoments run{s.mom_count[n], s.mom_mean[n], s.mom_m2[n], s.mom_m3[n], s.mom_m4[n]};
+  DMoments closed{s.mom_count[n], s.mom_mean[n], s.mom_m2[n], s.mom_m3[n], s.mom_m4[n]};
+  DMoments open{s.mom_open_count[n], s.mom_open_mean[n], s.mom_open_m2[n], s.mom_open_m3[n], s.mom_open_m4[n]};
+  std::uint64_t open_block = s.mom_open_block[n];
   const std::uint64_t rp = hash_prefix(s.seed, s.layer, n);
   const std::uint64_t qp = hash_prefix(s.seed ^ kQuantileSeedSalt, s.layer, n);
   const List top = topk_list(s, n);
@@ -363,7 +370,14 @@ __host__ __device__ void neuron_update_thread(const StateView& s, const A* __res
     {
       const std::size_t o = static_cast<std::size_t>(e) * N + n;
       const DMoments local{s.T, lmean[o], lm2[o], lm3[o], lm4[o]};
-      run = combine(run, local);
+      const std::uint64_t block = ids[e] / kMomentBlock;  // moment_block(id), not callable on the device
+      if (block != open_block) {
+        closed = combine(closed, open);
+        open = local;  // = combine(empty, local), bitwise
+        open_block = block;
+      } else {
+        open = combine(open, local);
+      }
     }
     const float mx = maxima[static_cast<std::size_t>(e) * N + n];
     const std::uint32_t bits = bits_of(mx);
@@ -390,11 +404,17 @@ __host__ __device__ void neuron_update_thread(const StateView& s, const A* __res
     }
   }
   if (run_count) hist[run_bin] += run_count;
-  s.mom_count[n] = run.count;
-  s.mom_mean[n] = run.mean.v;
-  s.mom_m2[n] = run.m2.v;
-  s.mom_m3[n] = run.m3.v;
-  s.mom_m4[n] = run.m4.v;
+  s.mom_count[n] = closed.count;
+  s.mom_mean[n] = closed.mean.v;
+  s.mom_m2[n] = closed.m2.v;
+  s.mom_m3[n] = closed.m3.v;
+  s.mom_m4[n] = closed.m4.v;
+  s.mom_open_count[n] = open.count;
+  s.mom_open_mean[n] = open.mean.v;
+  s.mom_open_m2[n] = open.m2.v;
+  s.mom_open_m3[n] = open.m3.v;
+  s.mom_open_m4[n] = open.m4.v;
+  s.mom_open_block[n] = open_block;
   if (nc == 0) return;
 
   // 3. The lists that have candidates: select the best and merge.

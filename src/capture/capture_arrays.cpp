@@ -82,6 +82,11 @@ void CaptureArrays::check_shapes(const CaptureParams& p) const {
   check_size(mom_m2, N, "mom_m2");
   check_size(mom_m3, N, "mom_m3");
   check_size(mom_m4, N, "mom_m4");
+  if (!mom_closed.empty() || !mom_open.empty() || !mom_open_block.empty()) {
+    check_size(mom_closed, N, "mom_closed");
+    check_size(mom_open, N, "mom_open");
+    check_size(mom_open_block, N, "mom_open_block");
+  }
   check_counts(topk_count, p.K, "topk_count");
   check_counts(random_count, p.R, "random_count");
   check_counts(quantile_count, boundaries.empty() ? 0 : p.Q, "quantile_count");

@@ -15,6 +15,7 @@
 #include <limits>
 #include <vector>
 
+#include "capture/moments.hpp"
 #include "capture/params.hpp"
 
 namespace nexplain {
@@ -53,6 +54,12 @@ struct CaptureArrays {
   std::vector<double> mom_m2;            // [N]
   std::vector<double> mom_m3;            // [N]
   std::vector<double> mom_m4;            // [N]
+  // The moment-block split of mom_* (docs/REDUCTION.md section 5): the closed blocks' total and
+  // the open block's accumulator, so that arrays exported mid-block resume bitwise. In memory
+  // only (not in files): empty means no open block (closed = mom_*), as after a block boundary.
+  std::vector<Moments> mom_closed;              // [N] or empty
+  std::vector<Moments> mom_open;                // [N] or empty
+  std::vector<std::uint64_t> mom_open_block;    // [N] or empty; the open block's index
 
   // The empty state (nothing seen) with every array at its full shape; `boundaries` as given
   // (empty or N*m values).

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -89,8 +90,12 @@ struct BlockScratch {
   double sum[kBlock], mean[kBlock], m2[kBlock], m3[kBlock], m4[kBlock];
 };
 
+constexpr std::uint64_t kNoBlock = std::numeric_limits<std::uint64_t>::max();
+
+// open/closed/open_block: the per-neuron moment-block accumulators of CaptureState; `block` is
+// this excerpt's moment block. A new block closes the neuron's open one (folded in block order).
 void excerpt_block(const float* rows, std::size_t N, std::uint32_t T, std::size_t b0, std::size_t w, float* mx,
-                   BlockScratch& s, CaptureArrays& a) {
+                   BlockScratch& s, std::uint64_t block, Moments* open, Moments* closed, std::uint64_t* open_block) {
   {
     const float* r0 = rows + b0;
     for (std::size_t j = 0; j < w; ++j) {
@@ -123,7 +128,13 @@ void excerpt_block(const float* rows, std::size_t N, std::uint32_t T, std::size_
   }
   for (std::size_t j = 0; j < w; ++j) {
     const Moments local{T, s.mean[j], s.m2[j], s.m3[j], s.m4[j]};
-    store_moments(a, b0 + j, combine_moments(load_moments(a, b0 + j), local));
+    const std::size_t n = b0 + j;
+    if (open_block[n] != block) {
+      closed[n] = combine_moments(closed[n], open[n]);
+      open[n] = Moments{};
+      open_block[n] = block;
+    }
+    open[n] = combine_moments(open[n], local);
   }
 }
 
@@ -148,6 +159,13 @@ CaptureState::CaptureState(const CaptureParams& params, CaptureArrays arrays)
 
 void CaptureState::init_hash_prefixes() {
   const std::uint32_t N = arrays_.n_neurons;
+  // Arrays without the moment-block split (new, from a file or a device) have no open block.
+  if (arrays_.mom_closed.empty()) {
+    arrays_.mom_closed.resize(N);
+    arrays_.mom_open.assign(N, Moments{});
+    arrays_.mom_open_block.assign(N, kNoBlock);
+    for (std::uint32_t n = 0; n < N; ++n) arrays_.mom_closed[n] = load_moments(arrays_, n);
+  }
   random_prefix_.resize(N);
   quantile_prefix_.resize(N);
   for (std::uint32_t n = 0; n < N; ++n) {
@@ -237,7 +255,9 @@ void CaptureState::update_unchecked(std::span<const float> acts, std::span<const
     const std::size_t w = std::min<std::size_t>(kBlock, end - b0);
     // Pass over the activations: maxima and moments, excerpt by excerpt in stream order.
     for (std::size_t e = 0; e < n_ex; ++e)
-      excerpt_block(acts.data() + e * T * N, N, p.T, b0, w, maxima.data() + e * kBlock, *scratch, a);
+      excerpt_block(acts.data() + e * T * N, N, p.T, b0, w, maxima.data() + e * kBlock, *scratch, moment_block(ids[e]),
+                    a.mom_open.data(), a.mom_closed.data(), a.mom_open_block.data());
+    for (std::size_t n = b0; n < b0 + w; ++n) store_moments(a, n, combine_moments(a.mom_closed[n], a.mom_open[n]));
 
     // Per neuron: histogram, then the threshold tests; only winners gather their T activations.
     for (std::size_t j = 0; j < w; ++j) {
@@ -313,7 +333,20 @@ void CaptureState::merge(const CaptureState& other) {
   for (std::size_t i = 0; i < a.hist.size(); ++i) a.hist[i] += o.hist[i];
   std::vector<Candidate> cand;
   for (std::size_t n = 0; n < N; ++n) {
-    store_moments(a, n, combine_moments(load_moments(a, n), load_moments(o, n)));
+    // An empty side is a bitwise identity, block split included (so a state can continue its
+    // open block); otherwise both sides' open blocks are closed and the totals combined, which
+    // agrees with one pass within rounding (the law's tolerance).
+    if (o.mom_count[n] != 0 && a.mom_count[n] == 0) {
+      a.mom_closed[n] = o.mom_closed[n];
+      a.mom_open[n] = o.mom_open[n];
+      a.mom_open_block[n] = o.mom_open_block[n];
+      store_moments(a, n, load_moments(o, n));
+    } else if (o.mom_count[n] != 0) {
+      a.mom_closed[n] = combine_moments(load_moments(a, n), load_moments(o, n));
+      a.mom_open[n] = Moments{};
+      a.mom_open_block[n] = kNoBlock;
+      store_moments(a, n, a.mom_closed[n]);
+    }
     list_candidates(o.topk_ids.data() + n * p.K, o.topk_max.data() + n * p.K, nullptr,
                     o.topk_acts.data() + n * p.K * T, o.topk_count[n], p.T, cand);
     topk_list(a, p, n).merge_sorted(cand.data(), cand.size());
@@ -327,6 +360,30 @@ void CaptureState::merge(const CaptureState& other) {
                       o.quantile_count[list], p.T, cand);
       quantile_list(a, p, n, qb).merge_sorted(cand.data(), cand.size());
     }
+  }
+}
+
+std::vector<Moments> CaptureState::take_moments() {
+  const std::size_t N = arrays_.n_neurons;
+  std::vector<Moments> out(N);
+  for (std::size_t n = 0; n < N; ++n) {
+    out[n] = load_moments(arrays_, n);
+    arrays_.mom_closed[n] = arrays_.mom_open[n] = Moments{};
+    arrays_.mom_open_block[n] = kNoBlock;
+    store_moments(arrays_, n, Moments{});
+  }
+  return out;
+}
+
+void CaptureState::fold_moments(const std::vector<Moments>& block) {
+  const std::size_t N = arrays_.n_neurons;
+  if (block.size() != N)
+    fail("capture state (layer {}): {} moments folded into {} neurons", params_.layer, block.size(), N);
+  for (std::size_t n = 0; n < N; ++n) {
+    arrays_.mom_closed[n] = combine_moments(load_moments(arrays_, n), block[n]);
+    arrays_.mom_open[n] = Moments{};
+    arrays_.mom_open_block[n] = kNoBlock;
+    store_moments(arrays_, n, arrays_.mom_closed[n]);
   }
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "capture/capture_arrays.hpp"
+#include "capture/moments.hpp"
 #include "capture/neuron_record.hpp"
 #include "capture/params.hpp"
 
@@ -51,6 +52,13 @@ class CaptureState {
   bool has_boundaries() const { return !arrays_.boundaries.empty(); }
   // Excerpts seen (all neurons see all excerpts): mom_count[0] / T.
   std::uint64_t excerpts_seen() const;
+
+  // Moment blocks for data-parallel reduction (capture/moments.hpp, docs/REDUCTION.md).
+  // take_moments: the moments accumulated since the last take (per neuron), leaving them empty;
+  // after a state saw exactly one moment block it is that block's canonical accumulator.
+  std::vector<Moments> take_moments();
+  // Folds per-neuron moments (one block, or a running total) after everything seen so far.
+  void fold_moments(const std::vector<Moments>& block);
 
   // The plain arrays (shapes in capture_arrays.hpp), e.g. for HDF5 datasets or a device upload.
   const CaptureArrays& arrays() const { return arrays_; }

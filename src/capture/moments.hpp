@@ -11,6 +11,14 @@
 
 namespace nexplain {
 
+// Moment blocks (docs/REDUCTION.md): excerpt ids [b * kMomentBlock, (b + 1) * kMomentBlock) form
+// block b. Within a block, excerpt moments are combined in id order; blocks are combined into the
+// total strictly in block order. The grouping is fixed by the ids alone (not by batches, threads
+// or ranks), so data-parallel runs that reduce whole blocks on different ranks and fold them in
+// block order get the same bits as one process.
+inline constexpr std::uint64_t kMomentBlock = 256;
+constexpr std::uint64_t moment_block(std::uint64_t excerpt_id) { return excerpt_id / kMomentBlock; }
+
 struct Moments {
   std::uint64_t count = 0;  // number of values
   double mean = 0.0;

@@ -1,18 +1,37 @@
 // `nexplain collect`: run the model over a sequences file and reduce every neuron's activations
 // to records (top-K, random and quantile excerpts, moments, histogram) in an HDF5 file.
+#include <cstdio>
+#include <cstdlib>
+
 #include <spdlog/spdlog.h>
 
 #include "cli/cli_util.hpp"
 #include "cli/commands.hpp"
 #include "collect/collector.hpp"
+#include "core/error.hpp"
 #include "core/progress.hpp"
+#include "dist/collect_mpi.hpp"
+#include "dist/mpi_session.hpp"
 
 namespace nexplain::cli {
+
+namespace {
+// Started by mpirun/srun (Open MPI, MPICH/Hydra, PMIx): then collect runs the MPI driver, even
+// on one rank; a plain `nexplain collect` keeps the single-process path without MPI_Init.
+bool under_mpi_launcher() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
+    if (std::getenv(v)) return true;
+  return false;
+}
+}  // namespace
 
 void add_collect_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("collect",
                                  "Run the model over a sequences file and write per-neuron records (records.h5).\n"
-                                 "Results are identical for every --batch and --threads value.");
+                                 "Results are identical for every --batch and --threads value, and for every MPI rank count\n"
+                                 "(mpirun -np N nexplain collect ...; docs/MPI.md).\n"
+                                 "Exit codes: 0 done, 1 error, 2 usage, 75 checkpointed after SIGUSR1/SIGTERM\n"
+                                 "(rerun with the same --checkpoint to resume; Slurm: requeue).");
   auto o = std::make_shared<CollectOptions>();
   cmd->add_option("--model", o->model_dir, "HF model directory (config.json + *.safetensors)")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--corpus", o->sequences, "Sequences file written by `nexplain tokenize`")->required()->check(CLI::ExistingFile);
@@ -31,9 +50,49 @@ void add_collect_command(CLI::App& app) {
                   "Fraction of excerpts in the histogram pre-pass that sets quantile boundaries (default: auto, ~100k excerpts)");
   cmd->add_option("--device", o->device, "cpu | cuda | auto")->capture_default_str();
   cmd->add_option("--precision", o->precision, "fp32 | tf32 | bf16 (cuda only; cpu is fp32)")->capture_default_str();
-  cmd->callback([o] {
+  auto d = std::make_shared<DistCollectOptions>();
+  cmd->add_option("--pipeline-stages", d->pipeline_stages,
+                  "MPI: pipeline stages P (layer ranges); the other factor of the rank count is data parallelism "
+                  "(only P = 1 is implemented yet)")
+      ->capture_default_str();
+  cmd->add_option("--checkpoint", d->checkpoint,
+                  "Checkpoint file (HDF5): written at --checkpoint-every and on SIGUSR1/SIGTERM (then exit 75); "
+                  "resumed from automatically when it exists, with any rank count");
+  cmd->add_option("--checkpoint-every", d->checkpoint_every, "Excerpts between periodic checkpoints (0 = only on a signal)")
+      ->capture_default_str();
+  cmd->callback([o, d] {
     o->command_line = command_line();
-    const auto s = run_collect(*o);
+    CollectSummary s;
+    if (under_mpi_launcher() || !d->checkpoint.empty() || d->pipeline_stages != 1) {
+      DistCollectSummary ds;
+      bool checkpointed = false;
+      int rank = 0;
+      {
+        MpiSession mpi;
+        rank = mpi.rank();
+        try {
+          ds = run_collect_mpi(*o, *d, mpi.world());
+        } catch (const Error& e) {
+          // The other ranks may wait in a collective: end them all.
+          if (mpi.size() > 1) {
+            std::fprintf(stderr, "error: rank %d: %s\n", mpi.rank(), e.what());
+            std::fflush(stderr);
+            mpi.abort(kExitError);
+          }
+          throw;
+        }
+        checkpointed = ds.checkpointed;
+      }
+      if (checkpointed) {
+        std::fflush(stdout);
+        std::exit(kExitCheckpointed);  // after MPI_Finalize: "requeue me"
+      }
+      if (rank != 0) return;
+      if (ds.resumed_from > 0) std::printf("resumed from a checkpoint at excerpt %llu\n", static_cast<unsigned long long>(ds.resumed_from));
+      s = ds.collect;
+    } else {
+      s = run_collect(*o);
+    }
     std::printf("collected %llu excerpts (%llu tokens) in %.1f s: %s tokens/s on %s; pre-pass %llu excerpts\nwrote %s\n",
                 static_cast<unsigned long long>(s.excerpts), static_cast<unsigned long long>(s.tokens), s.seconds,
                 Progress::human(s.main_tokens_per_s).c_str(), s.backend.c_str(),

@@ -28,6 +28,9 @@ class CollectBackend {
   virtual void start_main(std::vector<CaptureState> states) = 0;
   virtual void main(const std::uint32_t* tokens, const std::uint64_t* ids, int B) = 0;
   virtual std::vector<CaptureState> states() = 0;  // export (copies)
+  // Per selected layer, the moments accumulated since the last take, leaving them empty: the
+  // MPI driver takes one moment block at a time (CaptureState::take_moments, docs/MPI.md).
+  virtual std::vector<std::vector<Moments>> take_moments();
 };
 
 }  // namespace nexplain

@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "collect/collect_common.hpp"
 #include "collect/cpu_backend.hpp"
 #include "collect/cuda_backend.hpp"
 #include "collect/layer_range.hpp"
@@ -31,7 +32,7 @@ double auto_prepass_rate(std::uint64_t n, std::uint64_t target) {
   return static_cast<double>(target) / static_cast<double>(n);
 }
 
-namespace {
+namespace collect_detail {
 
 // sha256 of the files that define the model, for provenance.
 nlohmann::json model_provenance(const fs::path& dir, const Gpt2Config& cfg) {
@@ -81,13 +82,9 @@ std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Gpt2
   return std::make_unique<CpuCollectBackend>(w, layers, p, o.threads);
 }
 
-}  // namespace
-
-CollectSummary run_collect(const CollectOptions& o) {
-  const auto t0 = std::chrono::steady_clock::now();
-  // ---- validate everything before any compute
-  AtomicOutput out(o.out);  // fails now when the output directory is missing or unwritable
-  SequencesReader seqs(o.sequences);
+void prepare_collect(const CollectOptions& o, CollectSetup& su) {
+  su.seqs.open(o.sequences);
+  const SequencesReader& seqs = su.seqs;
   const auto T = static_cast<std::uint32_t>(seqs.seq_len());
   if (o.seq_len != 0 && static_cast<std::uint32_t>(o.seq_len) != T)
     fail("--seq-len {}: {} holds excerpts of {} tokens (re-tokenize with --seq-len {} or drop the option)", o.seq_len,
@@ -107,6 +104,69 @@ CollectSummary run_collect(const CollectOptions& o) {
   if (params.K > N)
     fail("--top-k {} is larger than the number of excerpts ({}) in {}", params.K, N, o.sequences.string());
   if (o.batch < 1) fail("--batch {}: must be at least 1", o.batch);
+  su.T = T;
+  su.cfg = cfg;
+  su.layers = layers;
+  su.N = N;
+  su.params = params;
+  su.rate = o.prepass_rate >= 0 ? std::min(o.prepass_rate, 1.0) : auto_prepass_rate(N, o.prepass_target);
+}
+
+void write_collect_records(const fs::path& path, const CollectOptions& o, const CollectSetup& su, std::uint64_t pre_n,
+                           const std::string& backend, const std::vector<CaptureState>& final_states,
+                           const std::function<void(h5::File&)>& extra) {
+  const auto& seqs = su.seqs;
+  const auto T = su.T;
+  RecordsMeta meta;
+  meta.params = su.params;
+  meta.layers = su.layers;
+  meta.n_excerpts = su.N;
+  meta.prepass_rate = su.rate;
+  meta.prepass_excerpts = pre_n;
+  meta.model = model_provenance(o.model_dir, su.cfg);
+  meta.corpus = {{"path", fs::absolute(o.sequences).string()},
+                 {"sha256", sha256_file(o.sequences)},
+                 {"provenance", seqs.provenance()}};
+  meta.backend = backend;
+  meta.command_line = o.command_line;
+  meta.nexplain_version = NEXPLAIN_VERSION;
+  std::vector<std::uint64_t> referenced;
+  std::vector<const CaptureState*> ptrs;
+  for (const auto& s : final_states) {
+    collect_referenced_ids(s.arrays(), referenced);
+    ptrs.push_back(&s);
+  }
+  std::sort(referenced.begin(), referenced.end());
+  referenced.erase(std::unique(referenced.begin(), referenced.end()), referenced.end());
+  std::map<std::uint64_t, std::vector<std::uint32_t>> excerpt_tokens;
+  for (auto id : referenced) {
+    std::vector<std::uint32_t> t(T);
+    seqs.read(id, 1, t.data());
+    excerpt_tokens.emplace(id, std::move(t));
+  }
+  write_records_file(path, meta, ptrs, excerpt_tokens);
+  if (extra) {
+    auto f = h5::File::open_rw(path);
+    extra(f);
+  }
+}
+
+}  // namespace collect_detail
+
+using namespace collect_detail;
+
+CollectSummary run_collect(const CollectOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  // ---- validate everything before any compute
+  AtomicOutput out(o.out);  // fails now when the output directory is missing or unwritable
+  CollectSetup su;
+  prepare_collect(o, su);
+  const SequencesReader& seqs = su.seqs;
+  const auto T = su.T;
+  const auto& cfg = su.cfg;
+  const auto& layers = su.layers;
+  const std::uint64_t N = su.N;
+  const CaptureParams& params = su.params;
 
   Gpt2LoadOptions lo;
   lo.last_layer = layers.back();
@@ -117,7 +177,7 @@ CollectSummary run_collect(const CollectOptions& o) {
                layers.front(), layers.back(), layers.size(), cfg.n_inner, backend->name(), o.batch);
 
   // ---- pre-pass: histograms of excerpt maxima over a hashed subset -> quantile boundaries
-  const double rate = o.prepass_rate >= 0 ? std::min(o.prepass_rate, 1.0) : auto_prepass_rate(N, o.prepass_target);
+  const double rate = su.rate;
   std::uint64_t pre_n = 0;
   std::vector<std::vector<double>> boundaries(layers.size());
   if (rate > 0 && !params.quantile_fractions.empty()) {
@@ -173,34 +233,7 @@ CollectSummary run_collect(const CollectOptions& o) {
   auto final_states = backend->states();
 
   // ---- records file
-  RecordsMeta meta;
-  meta.params = params;
-  meta.layers = layers;
-  meta.n_excerpts = N;
-  meta.prepass_rate = rate;
-  meta.prepass_excerpts = pre_n;
-  meta.model = model_provenance(o.model_dir, cfg);
-  meta.corpus = {{"path", fs::absolute(o.sequences).string()},
-                 {"sha256", sha256_file(o.sequences)},
-                 {"provenance", seqs.provenance()}};
-  meta.backend = backend->name();
-  meta.command_line = o.command_line;
-  meta.nexplain_version = NEXPLAIN_VERSION;
-  std::vector<std::uint64_t> referenced;
-  std::vector<const CaptureState*> ptrs;
-  for (const auto& s : final_states) {
-    collect_referenced_ids(s.arrays(), referenced);
-    ptrs.push_back(&s);
-  }
-  std::sort(referenced.begin(), referenced.end());
-  referenced.erase(std::unique(referenced.begin(), referenced.end()), referenced.end());
-  std::map<std::uint64_t, std::vector<std::uint32_t>> excerpt_tokens;
-  for (auto id : referenced) {
-    std::vector<std::uint32_t> t(T);
-    seqs.read(id, 1, t.data());
-    excerpt_tokens.emplace(id, std::move(t));
-  }
-  write_records_file(out.temp_path(), meta, ptrs, excerpt_tokens);
+  write_collect_records(out.temp_path(), o, su, pre_n, backend->name(), final_states, {});
   out.commit();
 
   CollectSummary s;

@@ -53,4 +53,10 @@ void CpuCollectBackend::main(const std::uint32_t* tokens, const std::uint64_t* i
   model_.forward(tokens, B, static_cast<int>(params_.T), opt, sink);
 }
 
+std::vector<std::vector<Moments>> CpuCollectBackend::take_moments() {
+  std::vector<std::vector<Moments>> out;
+  for (auto& s : states_) out.push_back(s.take_moments());
+  return out;
+}
+
 }  // namespace nexplain

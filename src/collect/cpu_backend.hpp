@@ -21,6 +21,7 @@ class CpuCollectBackend : public CollectBackend {
   void start_main(std::vector<CaptureState> states) override;
   void main(const std::uint32_t* tokens, const std::uint64_t* ids, int B) override;
   std::vector<CaptureState> states() override { return states_; }
+  std::vector<std::vector<Moments>> take_moments() override;
 
  private:
   class Sink;

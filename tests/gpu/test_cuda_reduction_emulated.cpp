@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <vector>
 
@@ -29,7 +30,33 @@ namespace {
 // A CaptureArrays updated by the emulated kernels, exactly as DeviceCaptureState drives them.
 class EmulatedState {
  public:
-  EmulatedState(const CaptureParams& p, CaptureArrays a) : p_(p), a_(std::move(a)) {}
+  // As DeviceCaptureState's upload: a_.mom_* hold the CLOSED moment blocks, open_* the open
+  // block; arrays without the split read as closed = the mom_* total, no open block.
+  EmulatedState(const CaptureParams& p, CaptureArrays a) : p_(p), a_(std::move(a)) {
+    const std::size_t N = a_.n_neurons;
+    open_.assign(N, Moments{});
+    open_block_.assign(N, k::kNoOpenBlock);
+    if (!a_.mom_closed.empty()) {
+      open_ = a_.mom_open;
+      open_block_ = a_.mom_open_block;
+      for (std::size_t n = 0; n < N; ++n) set_moments(a_, n, a_.mom_closed[n]);
+    }
+    a_.mom_closed.clear();
+    a_.mom_open.clear();
+    a_.mom_open_block.clear();
+    open_count_.resize(N);
+    open_mean_.resize(N);
+    open_m2_.resize(N);
+    open_m3_.resize(N);
+    open_m4_.resize(N);
+    for (std::size_t n = 0; n < N; ++n) {
+      open_count_[n] = open_[n].count;
+      open_mean_[n] = open_[n].mean;
+      open_m2_[n] = open_[n].m2;
+      open_m3_[n] = open_[n].m3;
+      open_m4_[n] = open_[n].m4;
+    }
+  }
 
   void update(const void* acts, bool bf16, const std::uint64_t* ids, int B) {
     const std::size_t N = a_.n_neurons, bn = static_cast<std::size_t>(B) * N;
@@ -55,9 +82,30 @@ class EmulatedState {
     k::emulate_neuron_update(view(), acts, bf16, B, ids, words_.data(), w);
   }
 
-  const CaptureArrays& arrays() const { return a_; }
+  // As DeviceCaptureState's download: the split plus the total combine_moments(closed, open).
+  CaptureArrays arrays() const {
+    CaptureArrays out = a_;
+    const std::size_t N = a_.n_neurons;
+    out.mom_closed.resize(N);
+    out.mom_open.resize(N);
+    out.mom_open_block = open_block_;
+    for (std::size_t n = 0; n < N; ++n) {
+      out.mom_closed[n] = Moments{a_.mom_count[n], a_.mom_mean[n], a_.mom_m2[n], a_.mom_m3[n], a_.mom_m4[n]};
+      out.mom_open[n] = Moments{open_count_[n], open_mean_[n], open_m2_[n], open_m3_[n], open_m4_[n]};
+      set_moments(out, n, combine_moments(out.mom_closed[n], out.mom_open[n]));
+    }
+    return out;
+  }
 
  private:
+  static void set_moments(CaptureArrays& a, std::size_t n, const Moments& m) {
+    a.mom_count[n] = m.count;
+    a.mom_mean[n] = m.mean;
+    a.mom_m2[n] = m.m2;
+    a.mom_m3[n] = m.m3;
+    a.mom_m4[n] = m.m4;
+  }
+
   k::StateView view() {
     k::StateView v;
     v.N = a_.n_neurons;
@@ -91,6 +139,12 @@ class EmulatedState {
     v.mom_m2 = a_.mom_m2.data();
     v.mom_m3 = a_.mom_m3.data();
     v.mom_m4 = a_.mom_m4.data();
+    v.mom_open_count = open_count_.data();
+    v.mom_open_mean = open_mean_.data();
+    v.mom_open_m2 = open_m2_.data();
+    v.mom_open_m3 = open_m3_.data();
+    v.mom_open_m4 = open_m4_.data();
+    v.mom_open_block = open_block_.data();
     return v;
   }
 
@@ -100,7 +154,21 @@ class EmulatedState {
   std::vector<double> lmean_, lm2_, lm3_, lm4_;
   std::vector<std::uint64_t> cand_, words_;
   std::vector<std::uint32_t> sel_;
+  std::vector<Moments> open_;  // as imported; the kernel works on the arrays below
+  std::vector<std::uint64_t> open_count_, open_block_;
+  std::vector<double> open_mean_, open_m2_, open_m3_, open_m4_;
 };
+
+// The moment-block split must agree too (open block index and both accumulators, bitwise).
+::testing::AssertionResult splits_match(const CaptureArrays& a, const CaptureArrays& b) {
+  const auto same = [](const std::vector<Moments>& x, const std::vector<Moments>& y) {
+    return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(Moments)) == 0;
+  };
+  if (a.mom_open_block != b.mom_open_block) return ::testing::AssertionFailure() << "mom_open_block differs";
+  if (!same(a.mom_closed, b.mom_closed)) return ::testing::AssertionFailure() << "mom_closed differs";
+  if (!same(a.mom_open, b.mom_open)) return ::testing::AssertionFailure() << "mom_open differs";
+  return ::testing::AssertionSuccess();
+}
 
 CaptureParams params() {
   CaptureParams p;
@@ -154,6 +222,7 @@ void run_case(const CaptureParams& p, const Stream& s, const std::vector<std::si
     }
   }
   EXPECT_TRUE(states_match(emu.arrays(), cpu.arrays(), 0.0, "emulated, final"));
+  EXPECT_TRUE(splits_match(emu.arrays(), cpu.arrays()));
   EXPECT_NO_THROW({ const CaptureState st(p, emu.arrays()); });  // a valid host state
 }
 
@@ -169,6 +238,16 @@ TEST(CudaReductionEmulated, Bf16ActivationsMatchCpuStateBitwise) {
   const CaptureParams p = params();
   const Stream s = make_stream(12, 200, p.T, 160);
   run_case(p, s, {40, 40, 3, 77}, true, true);
+}
+
+TEST(CudaReductionEmulated, MomentBlocksMatchCpuStateBitwise) {
+  // Ids 0..~700 with gaps: batches cross moment blocks (256 ids) mid-batch, and the restart from
+  // the CPU arrays happens mid-block, so the closed/open split is imported and exported.
+  const CaptureParams p = params();
+  Stream s = make_stream(21, 40, p.T, 300);
+  for (std::size_t e = 0; e < s.size(); ++e) s.ids[e] = 2 * e + (e % 3 == 0 ? 1 : 0) + e / 100 * 50;
+  ASSERT_EQ(moment_block(s.ids.back()), 2u);
+  run_case(p, s, {100, 7, 93, 100}, true, false);
 }
 
 TEST(CudaReductionEmulated, EdgeParameters) {

@@ -1,0 +1,48 @@
+#pragma once
+// The steps of `collect` shared by the single-process collector and the MPI driver
+// (src/dist/collect_mpi.cpp): validation, backend choice, token checks and the records writer,
+// so both paths validate and write exactly the same way.
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "collect/collect_backend.hpp"
+#include "collect/collector.hpp"
+#include "io/h5file.hpp"
+#include "io/sequences.hpp"
+#include "model/gpt2_weights.hpp"
+
+namespace nexplain::collect_detail {
+
+// Everything validated before any compute.
+struct CollectSetup {
+  SequencesReader seqs;
+  std::uint32_t T = 0;
+  Gpt2Config cfg;
+  std::vector<int> layers;  // ascending
+  std::uint64_t N = 0;      // excerpts in the stream
+  CaptureParams params;     // with T set, validated
+  double rate = 1.0;        // the pre-pass rate
+};
+
+// Throws Error for anything wrong with the options, model or corpus (the output path aside).
+void prepare_collect(const CollectOptions& o, CollectSetup& setup);
+
+nlohmann::json model_provenance(const std::filesystem::path& dir, const Gpt2Config& cfg);
+void check_tokens(const std::vector<std::uint32_t>& tokens, std::uint64_t first_id, std::uint32_t T, int vocab,
+                  const std::filesystem::path& seqs);
+std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Gpt2Weights& w, const std::vector<int>& layers,
+                                             const CaptureParams& p);
+
+// Writes the records file of `states` (one per selected layer) at `path`; `extra` may add
+// datasets or attributes to the finished file (checkpoints).
+void write_collect_records(const std::filesystem::path& path, const CollectOptions& o, const CollectSetup& setup,
+                           std::uint64_t prepass_excerpts, const std::string& backend,
+                           const std::vector<CaptureState>& states, const std::function<void(h5::File&)>& extra);
+
+}  // namespace nexplain::collect_detail

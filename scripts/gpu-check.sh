@@ -7,7 +7,8 @@
 # summary at the end says which failed. The whole output goes to $OUT/gpu-check.log when $OUT is
 # set (the device tool's output folder) and always to bench/gpu-check-latest.log.
 #
-# Missing on the GPU machine, carried in the git-ignored .gpu/ folder (run the tool with carry
+# Missing on the GPU machine, carried in the git-ignored .gpu/ folder that
+# scripts/prepare-gpu-carry.sh makes (then run the device tool with carry
 # [".gpu"]):
 #   .gpu/pcre2/   Debian's libpcre2-dev + libpcre2-8-0 unpacked with dpkg -x (headers, .pc, .so)
 #   .gpu/shared/  the fixtures the tests read from ../shared (fixtures/hf-gpt2-tiny)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Prepares the git-ignored .gpu/ folder that scripts/gpu-check.sh needs on the GPU machine,
+# which lacks PCRE2's development files and has no ../shared: Debian's PCRE2 packages unpacked
+# (dpkg -x, nothing installed) and a copy of the fixtures the gpu tests read.
+# Run here (Debian, network to the archive), then call the device tool with carry [".gpu"].
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${NEXPLAIN_SHARED_DIR:-../shared}
+rm -rf .gpu && mkdir -p .gpu/debs .gpu/pcre2 .gpu/shared/fixtures
+(cd .gpu/debs && apt-get download libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3)
+for f in .gpu/debs/*.deb; do dpkg -x "$f" .gpu/pcre2; done
+if [ -d "$SHARED/fixtures/hf-gpt2-tiny" ]; then
+  cp -r "$SHARED/fixtures/hf-gpt2-tiny" .gpu/shared/fixtures/
+else
+  echo "prepare-gpu-carry: $SHARED/fixtures/hf-gpt2-tiny not found: fixture tests will skip on the GPU" >&2
+fi
+du -sh .gpu

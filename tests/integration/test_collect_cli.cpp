@@ -29,31 +29,9 @@ fs::path make_planted(const test::TempDir& dir, const std::string& spec, const s
   return model;
 }
 
-// A sequences file of n random excerpts of T tokens drawn from [0, vocab), with some planted
-// tokens sprinkled in; written with the library's writer (no tokenizer needed).
 fs::path make_sequences(const test::TempDir& dir, std::uint64_t n, int T, std::uint32_t vocab, std::uint32_t seed,
                         const std::string& name = "seqs.h5") {
-  const auto path = dir / name;
-  SequencesInfo info;
-  info.seq_len = T;
-  info.vocab_size = vocab;
-  info.eot_id = vocab - 1;
-  info.tokenizer_sha256 = "synthetic";
-  SequencesWriter w(path, info);
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<std::uint32_t> tok(0, vocab - 1);
-  std::vector<std::uint32_t> ids(n * static_cast<std::uint64_t>(T));
-  for (auto& t : ids) t = rng() % 50 == 0 ? 464u : tok(rng);
-  w.append(ids);
-  w.finish({{"source", "synthetic"}});
-  return path;
-}
-
-std::map<std::string, std::vector<std::uint8_t>> record_datasets(const fs::path& file) {
-  auto f = h5::File::open_read(file);
-  std::map<std::string, std::vector<std::uint8_t>> out;
-  for (const auto& name : f.list_datasets()) out[name] = f.open_dataset(name).read_raw_bytes();
-  return out;
+  return test::write_random_sequences(dir / name, n, T, vocab, seed);
 }
 
 bool exists_with_prefix(const fs::path& dir, const std::string& prefix) {
@@ -75,7 +53,7 @@ TEST(CollectCli, RecordsDoNotDependOnBatchSizeOrThreads) {
                             "--batch", std::to_string(batch), "--threads", std::to_string(threads), "--top-k", "8",
                             "--random", "6", "--quantile-samples", "2"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    auto ds = record_datasets(out);
+    auto ds = test::hdf5_dataset_bytes(out);
     ASSERT_GT(ds.size(), 20u);
     if (first.empty()) {
       first = ds;

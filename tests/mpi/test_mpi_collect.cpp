@@ -35,27 +35,7 @@ fs::path make_model(const test::TempDir& dir) {
 }
 
 fs::path make_sequences(const test::TempDir& dir) {
-  const auto path = dir / "seqs.h5";
-  SequencesInfo info;
-  info.seq_len = kSeqLen;
-  info.vocab_size = kVocab;
-  info.eot_id = kVocab - 1;
-  info.tokenizer_sha256 = "synthetic";
-  SequencesWriter w(path, info);
-  std::mt19937 rng(11);
-  std::uniform_int_distribution<std::uint32_t> tok(0, kVocab - 1);
-  std::vector<std::uint32_t> ids(kExcerpts * kSeqLen);
-  for (auto& t : ids) t = rng() % 50 == 0 ? 464u : tok(rng);
-  w.append(ids);
-  w.finish({{"source", "synthetic"}});
-  return path;
-}
-
-std::map<std::string, std::vector<std::uint8_t>> record_datasets(const fs::path& file) {
-  auto f = h5::File::open_read(file);
-  std::map<std::string, std::vector<std::uint8_t>> out;
-  for (const auto& name : f.list_datasets()) out[name] = f.open_dataset(name).read_raw_bytes();
-  return out;
+  return test::write_random_sequences(dir / "seqs.h5", kExcerpts, kSeqLen, kVocab, 11);
 }
 
 class MpiCollect : public ::testing::Test {
@@ -88,14 +68,14 @@ class MpiCollect : public ::testing::Test {
       a.erase(a.begin());
       auto r = test::run_cli(a);
       EXPECT_EQ(r.exit_code, 0) << r.err;
-      ref_ = record_datasets(out);
+      ref_ = test::hdf5_dataset_bytes(out);
     }
     return ref_;
   }
   void expect_identical(const fs::path& out, const std::string& what) {
     const auto& ref = reference();
     ASSERT_GT(ref.size(), 20u);
-    auto ds = record_datasets(out);
+    auto ds = test::hdf5_dataset_bytes(out);
     ASSERT_EQ(ds.size(), ref.size()) << what;
     for (const auto& [name, bytes] : ref) EXPECT_TRUE(ds[name] == bytes) << name << " differs: " << what;
   }

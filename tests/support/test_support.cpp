@@ -8,7 +8,11 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <sstream>
+
+#include "io/h5file.hpp"
+#include "io/sequences.hpp"
 
 extern char** environ;
 
@@ -52,6 +56,30 @@ TempDir::~TempDir() {
     std::error_code ec;
     fs::remove_all(path_, ec);
   }
+}
+
+fs::path write_random_sequences(const fs::path& path, std::uint64_t n, int T, std::uint32_t vocab, std::uint32_t seed,
+                                std::uint32_t planted_token) {
+  SequencesInfo info;
+  info.seq_len = T;
+  info.vocab_size = vocab;
+  info.eot_id = vocab - 1;
+  info.tokenizer_sha256 = "synthetic";
+  SequencesWriter w(path, info);
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<std::uint32_t> tok(0, vocab - 1);
+  std::vector<std::uint32_t> ids(n * static_cast<std::uint64_t>(T));
+  for (auto& t : ids) t = rng() % 50 == 0 ? planted_token : tok(rng);
+  w.append(ids);
+  w.finish({{"source", "synthetic"}});
+  return path;
+}
+
+std::map<std::string, std::vector<std::uint8_t>> hdf5_dataset_bytes(const fs::path& file) {
+  auto f = h5::File::open_read(file);
+  std::map<std::string, std::vector<std::uint8_t>> out;
+  for (const auto& name : f.list_datasets()) out[name] = f.open_dataset(name).read_raw_bytes();
+  return out;
 }
 
 std::string read_file(const fs::path& p) {

@@ -1,7 +1,9 @@
 #pragma once
 // Helpers shared by the tests: where ../shared is (skip when absent), scratch directories, and
 // running the nexplain CLI as a real process.
+#include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -40,6 +42,17 @@ struct CliResult {
 CliResult run_cli(const std::vector<std::string>& args, const std::vector<std::string>& env = {});
 // Runs any program (argv[0] is looked up in PATH).
 CliResult run_process(const std::vector<std::string>& argv, const std::vector<std::string>& env = {});
+
+// A sequences file of n random excerpts of T tokens from [0, vocab), about one token in 50
+// replaced by `planted_token` (what planted detectors fire on); written with the library's
+// writer, so no tokenizer is needed.
+std::filesystem::path write_random_sequences(const std::filesystem::path& path, std::uint64_t n, int T,
+                                             std::uint32_t vocab, std::uint32_t seed,
+                                             std::uint32_t planted_token = 464);
+
+// Every dataset of an HDF5 file as its stored bytes, by path: for byte-for-byte comparisons of
+// records files (attributes, which hold command lines, are not compared).
+std::map<std::string, std::vector<std::uint8_t>> hdf5_dataset_bytes(const std::filesystem::path& file);
 
 std::string read_file(const std::filesystem::path& p);
 void write_file(const std::filesystem::path& p, const std::string& data);

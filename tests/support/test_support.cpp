@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "core/error.hpp"
 #include "io/h5file.hpp"
 #include "io/sequences.hpp"
 
@@ -80,6 +81,15 @@ std::map<std::string, std::vector<std::uint8_t>> hdf5_dataset_bytes(const fs::pa
   std::map<std::string, std::vector<std::uint8_t>> out;
   for (const auto& name : f.list_datasets()) out[name] = f.open_dataset(name).read_raw_bytes();
   return out;
+}
+
+std::string errmsg(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
 }
 
 std::string read_file(const fs::path& p) {

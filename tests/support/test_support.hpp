@@ -3,6 +3,7 @@
 // running the nexplain CLI as a real process.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -53,6 +54,11 @@ std::filesystem::path write_random_sequences(const std::filesystem::path& path, 
 // Every dataset of an HDF5 file as its stored bytes, by path: for byte-for-byte comparisons of
 // records files (attributes, which hold command lines, are not compared).
 std::map<std::string, std::vector<std::uint8_t>> hdf5_dataset_bytes(const std::filesystem::path& file);
+
+// The message of the nexplain::Error that f throws, or "(no error)".
+std::string errmsg(const std::function<void()>& f);
+// EXPECT_HAS(errmsg(...), "what the message must say")
+#define EXPECT_HAS(msg, part) EXPECT_NE((msg).find(part), std::string::npos) << "message: " << (msg)
 
 std::string read_file(const std::filesystem::path& p);
 void write_file(const std::filesystem::path& p, const std::string& data);

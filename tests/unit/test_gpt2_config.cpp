@@ -14,16 +14,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string errmsg(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-#define EXPECT_HAS(msg, part) EXPECT_NE((msg).find(part), std::string::npos) << "message: " << (msg)
+using test::errmsg;
 
 json tiny() {
   return {{"model_type", "gpt2"}, {"n_embd", 64},      {"n_layer", 2},          {"n_head", 4},

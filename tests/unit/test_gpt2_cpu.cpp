@@ -32,14 +32,7 @@ Diff compare(const std::vector<float>& ours, const std::vector<float>& ref) {
   return d;
 }
 
-std::string errmsg(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::errmsg;
 
 }  // namespace
 

@@ -19,16 +19,7 @@ using namespace nexplain;
 
 namespace {
 
-std::string errmsg(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-#define EXPECT_HAS(msg, part) EXPECT_NE((msg).find(part), std::string::npos) << "message: " << (msg)
+using test::errmsg;
 
 Gpt2Config small_config() {
   return Gpt2Config{.n_embd = 64, .n_layer = 2, .n_head = 4, .n_inner = 256, .n_positions = 128, .vocab_size = 50257};

@@ -20,16 +20,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string errmsg(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-#define EXPECT_HAS(msg, part) EXPECT_NE((msg).find(part), std::string::npos) << "message: " << (msg)
+using test::errmsg;
 
 // A safetensors file split into its header (as JSON) and data area, to be edited and rejoined.
 struct Parts {

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,7 @@ struct CollectSetup {
 void prepare_collect(const CollectOptions& o, CollectSetup& setup);
 
 nlohmann::json model_provenance(const std::filesystem::path& dir, const Gpt2Config& cfg);
-void check_tokens(const std::vector<std::uint32_t>& tokens, std::uint64_t first_id, std::uint32_t T, int vocab,
+void check_tokens(std::span<const std::uint32_t> tokens, std::uint64_t first_id, std::uint32_t T, int vocab,
                   const std::filesystem::path& seqs);
 std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Gpt2Weights& w, const std::vector<int>& layers,
                                              const CaptureParams& p);

@@ -48,7 +48,7 @@ nlohmann::json model_provenance(const fs::path& dir, const Gpt2Config& cfg) {
 }
 
 // Token ids must index the model's embedding table; say where the first bad one is.
-void check_tokens(const std::vector<std::uint32_t>& tokens, std::uint64_t first_id, std::uint32_t T, int vocab,
+void check_tokens(std::span<const std::uint32_t> tokens, std::uint64_t first_id, std::uint32_t T, int vocab,
                   const fs::path& seqs) {
   for (std::size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] >= static_cast<std::uint32_t>(vocab))
@@ -186,15 +186,14 @@ CollectSummary run_collect(const CollectOptions& o) {
       if (excerpt_in_prepass(params.seed, id, rate)) subset.push_back(id);
     pre_n = subset.size();
     Progress prog("collect pre-pass", pre_n * T, "tokens");
-    std::vector<std::uint32_t> tokens, row(T);
+    std::vector<std::uint32_t> tokens;
     for (std::size_t i = 0; i < subset.size(); i += static_cast<std::size_t>(o.batch)) {
       const std::size_t b = std::min<std::size_t>(static_cast<std::size_t>(o.batch), subset.size() - i);
       tokens.resize(b * T);
       for (std::size_t j = 0; j < b; ++j) {
         seqs.read(subset[i + j], 1, tokens.data() + j * T);
-        check_tokens(row = std::vector<std::uint32_t>(tokens.begin() + static_cast<std::ptrdiff_t>(j * T),
-                                                      tokens.begin() + static_cast<std::ptrdiff_t>((j + 1) * T)),
-                     subset[i + j], T, cfg.vocab_size, o.sequences);
+        check_tokens(std::span<const std::uint32_t>(tokens.data() + j * T, T), subset[i + j], T, cfg.vocab_size,
+                     o.sequences);
       }
       backend->prepass(tokens.data(), static_cast<int>(b));
       prog.update((i + b) * T);

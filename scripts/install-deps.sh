@@ -15,6 +15,8 @@ PKGS=(
   libcpp-httplib-dev                  # viewer
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-h5py python3-numpy  # h5py checks of the file formats in tests
+  slurm-wlm munge                     # slurm tests: a single-node cluster brought up by .ci/run
+  chromium                            # viewer tests: headless browser
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -9,7 +9,15 @@
 // scripts/gpu-check.sh pairs these with bench/hf_anchor.py's lines into the comparison table.
 //
 // usage: collect_gpu [--models small,xl] [--precisions fp32,tf32,bf16] [--batch 256] [--seq 64]
-//                    [--seconds 4] [--warmup 6] [--min-batches 3]
+//                    [--seconds 4] [--warmup 6] [--min-batches 3] [--variants] [--breakdown]
+//
+// --variants: after the default configuration, the same batches with other cuda::ForwardTuning
+//   choices (each epilogue fusion and the overlap of reduction and forward switched off in turn,
+//   and all of them off: the original path), one line each:
+//     VARIANT nexplain <model> <precision> <variant> <tokens/s> <ms/batch> tuning=<summary>
+// --breakdown: GPU time per phase of one batch (events between the steps, overlap off so the
+//   phases run one after another), one line per phase:
+//     PHASE nexplain <model> <precision> <phase> <ms/batch> <percent>
 //
 // The token batches cycle through a pool of 4, so after the pool has been seen once the top-K
 // lists meet only repeats (rejected, as in a long run where winners are rare); the default
@@ -31,6 +39,7 @@
 #include "core/error.hpp"
 #include "cuda_engine.hpp"
 #include "device_info.hpp"
+#include "phase_timer.hpp"
 #endif
 
 namespace {
@@ -49,6 +58,7 @@ struct Options {
   std::vector<std::string> precisions{"fp32", "tf32", "bf16"};
   int batch = 256, seq = 64, warmup = 6, min_batches = 3;
   double seconds = 4.0;
+  bool variants = false, breakdown = false;
 };
 
 Options parse(int argc, char** argv) {
@@ -69,6 +79,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--seconds") o.seconds = std::atof(value().c_str());
     else if (a == "--warmup") o.warmup = std::atoi(value().c_str());
     else if (a == "--min-batches") o.min_batches = std::atoi(value().c_str());
+    else if (a == "--variants") o.variants = true;
+    else if (a == "--breakdown") o.breakdown = true;
     else {
       std::fprintf(stderr, "collect_gpu: unknown option %s\n", a.c_str());
       std::exit(2);
@@ -185,10 +197,92 @@ void run(const std::string& model, const std::string& precision, const Options& 
   const double fwd_s = since(t0);
   const double fwd_tps = static_cast<double>(fwd_batches) * o.batch * o.seq / fwd_s;
 
-  std::printf("RESULT nexplain %s %s %.0f %.2f fwd_only=%.0f batch=%dx%d batches=%d weights=%.2fGB init=%.1fs\n",
-              model.c_str(), precision.c_str(), tokens / elapsed, 1e3 * elapsed / batches, fwd_tps, o.batch, o.seq,
-              batches, weight_gb, init_s);
+  std::printf(
+      "RESULT nexplain %s %s %.0f %.2f fwd_only=%.0f batch=%dx%d batches=%d weights=%.2fGB init=%.1fs tuning=%s\n",
+      model.c_str(), precision.c_str(), tokens / elapsed, 1e3 * elapsed / batches, fwd_tps, o.batch, o.seq, batches,
+      weight_gb, init_s, m.tuning_summary().c_str());
   std::fflush(stdout);
+  const cuda::ForwardTuning defaults = m.tuning();
+
+  // Timed batches with the current tuning (the lists keep growing: each variant sees later,
+  // quieter batches than the one before, which favours the variants slightly).
+  const auto timed = [&](double seconds) {
+    for (int i = 0; i < 2; ++i) main_batch();
+    backend.synchronize();
+    int n = 0;
+    const auto t = Clock::now();
+    double el = 0.0;
+    while (n < o.min_batches || el < seconds) {
+      main_batch();
+      ++n;
+      if (n >= o.min_batches) {
+        backend.synchronize();
+        el = since(t);
+      }
+      if (n >= 1000) break;
+    }
+    backend.synchronize();
+    el = since(t);
+    return std::pair<double, int>{static_cast<double>(n) * o.batch * o.seq / el, n};
+  };
+
+  if (o.variants) {
+    struct Variant {
+      const char* name;
+      cuda::ForwardTuning t;
+    };
+    std::vector<Variant> vs;
+    cuda::ForwardTuning t = defaults;
+    t.overlap = false;
+    vs.push_back({"no-overlap", t});
+    t = defaults;
+    t.bias_epilogue = false;
+    t.residual_epilogue = false;
+    t.gelu_epilogue = 0;
+    vs.push_back({"no-epilogues", t});
+    t = defaults;
+    t.gelu_epilogue = defaults.gelu_epilogue == 0 ? 1 : 0;
+    vs.push_back({t.gelu_epilogue ? "gelu-epilogue" : "gelu-kernel", t});
+    t.bias_epilogue = false;
+    t.residual_epilogue = false;
+    t.gelu_epilogue = 0;
+    t.overlap = false;
+    vs.push_back({"original", t});
+    vs.push_back({"default-again", defaults});
+    for (const auto& v : vs) {
+      backend.set_tuning(v.t);
+      const auto [tps, n] = timed(std::max(0.5, o.seconds / 2));
+      std::printf("VARIANT nexplain %s %s %s %.0f %.2f batches=%d tuning=%s\n", model.c_str(), precision.c_str(),
+                  v.name, tps, 1e3 * o.batch * o.seq / tps, n, m.tuning_summary().c_str());
+      std::fflush(stdout);
+    }
+    backend.set_tuning(defaults);
+  }
+
+  if (o.breakdown) {
+    cuda::ForwardTuning t = defaults;
+    t.overlap = false;
+    backend.set_tuning(t);
+    for (int i = 0; i < 2; ++i) main_batch();
+    backend.synchronize();
+    cuda::PhaseTimer timer;
+    backend.set_phase_timer(&timer);
+    constexpr int kTimedBatches = 3;
+    for (int i = 0; i < kTimedBatches; ++i) {
+      main_batch();
+      timer.collect();
+    }
+    backend.set_phase_timer(nullptr);
+    backend.set_tuning(defaults);
+    double total = 0.0;
+    for (const auto& [name, ms] : timer.totals_ms()) total += ms;
+    for (const auto& [name, ms] : timer.totals_ms())
+      std::printf("PHASE nexplain %s %s \"%s\" %.3f %.1f\n", model.c_str(), precision.c_str(), name.c_str(),
+                  ms / kTimedBatches, 100.0 * ms / total);
+    std::printf("PHASE nexplain %s %s \"total\" %.3f 100.0 tuning=%s\n", model.c_str(), precision.c_str(),
+                total / kTimedBatches, m.tuning_summary().c_str());
+    std::fflush(stdout);
+  }
 }
 
 }  // namespace

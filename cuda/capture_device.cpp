@@ -12,6 +12,7 @@
 #include "cuda_check.hpp"
 #include "cuda_engine.hpp"
 #include "device_buffer.hpp"
+#include "phase_timer.hpp"
 #include "kernels.hpp"
 
 namespace nexplain::cuda {
@@ -295,8 +296,12 @@ struct DeviceCaptureState::Impl {
     const kernels::ScratchView w = scratch->view(acts.B, N, sel_cap, true);
     const cudaStream_t s = as_stream(stream);
     kernels::excerpt_stats(acts.data, acts.bf16, acts.B, params.T, N, true, w, s);
+    if (timer) timer->mark("reduce: excerpt stats", s);
     kernels::neuron_update(view(), acts.data, acts.bf16, acts.B, ids.ids(), ids.words(), w, s);
+    if (timer) timer->mark("reduce: neuron update", s);
   }
+
+  PhaseTimer* timer = nullptr;
 
   DeviceBatchIds& staged_ids(const std::uint64_t* ids, int n) {
     if (!host_ids) host_ids = std::make_unique<DeviceBatchIds>(stream);
@@ -372,6 +377,7 @@ std::uint32_t DeviceCaptureState::n_neurons() const { return impl_->N; }
 std::size_t DeviceCaptureState::device_bytes() const { return impl_->bytes(); }
 
 void DeviceCaptureState::update(const ActView& acts, const DeviceBatchIds& ids) { impl_->update(acts, ids); }
+void DeviceCaptureState::set_phase_timer(PhaseTimer* timer) { impl_->timer = timer; }
 
 void DeviceCaptureState::update_host(const float* acts, std::size_t n_values, const std::uint64_t* ids,
                                      int n_excerpts) {

@@ -37,6 +37,25 @@ const char* precision_name(Precision p);
 
 // The MLP activations (post-GELU) of one layer in device memory: row-major [B*T][N] (row =
 // excerpt * T + t), float or bfloat16. Valid until the next forward call on the same stream.
+class PhaseTimer;
+
+// How the forward is put together. Every combination stays within the precision's tolerance of
+// the CPU forward (tests/gpu); the defaults are the fastest measured (bench/NOTES.md).
+struct ForwardTuning {
+  // c_attn's bias added by the cuBLASLt epilogue instead of a separate kernel pass over qkv.
+  bool bias_epilogue = true;
+  // attn.c_proj and mlp.c_proj accumulate into the residual stream in the GEMM (beta = 1, their
+  // bias in the epilogue) instead of writing a temporary and adding it in another pass.
+  bool residual_epilogue = true;
+  // c_fc's bias and GELU in the cuBLASLt epilogue (its GELU is the tanh form, HF's gelu_new).
+  // -1: for bf16 only (there the activations are rounded to bf16 anyway; fp32 and tf32 keep the
+  // gelu_new kernel, whose tanhf is the CPU's); 0: never; 1: always.
+  int gelu_epilogue = -1;
+  // The reduction of layer l runs on the consumer stream while the forward goes on with layer
+  // l + 1 (two activation buffers used alternately, events between the streams).
+  bool overlap = true;
+};
+
 struct ActView {
   const void* data = nullptr;
   bool bf16 = false;
@@ -75,6 +94,22 @@ class Gpt2Device {
   int last_layer() const;
   Stream& stream();
   std::size_t weight_bytes() const;
+
+  void set_tuning(const ForwardTuning& t);
+  const ForwardTuning& tuning() const;
+  // What the forward actually uses, e.g. "bias:epilogue residual:epilogue gelu:epilogue": an
+  // epilogue cuBLASLt has no algorithm for falls back to the kernels, and this says so.
+  std::string tuning_summary() const;
+  // With a consumer stream, on_acts is called for kernels to be queued on `consumer`, which is
+  // made to wait for that layer's activations. With tuning().overlap the forward goes on with
+  // the next layer and waits for the consumer only before overwriting an activation buffer two
+  // layers later (also across batches); without, it waits for the consumer right away. Inputs
+  // the consumer reads (excerpt ids) belong on the consumer stream. nullptr (the default):
+  // everything on stream(), as before.
+  void set_consumer_stream(Stream* consumer);
+  Stream& consumer_stream();  // the consumer, or stream() when there is none
+  // Marks every step of the forward on `timer` (nullptr: off). Needs no consumer stream.
+  void set_phase_timer(PhaseTimer* timer);
 
   // Runs blocks 0..run_to (inclusive, run_to <= last_layer) on tokens (host, [B][T]), calling
   // on_acts(layer, acts) right after each block's GELU, on the host thread, with the work queued
@@ -145,6 +180,9 @@ class DeviceCaptureState {
 
   // The state as host arrays (synchronises the stream). boundaries are the ones given.
   CaptureArrays download();
+
+  // Marks the reduction's two kernels on `timer` (bench/collect_gpu --breakdown; nullptr: off).
+  void set_phase_timer(PhaseTimer* timer);
 
  private:
   struct Impl;

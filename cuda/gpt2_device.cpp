@@ -17,6 +17,7 @@
 #include "cuda_engine.hpp"
 #include "device_buffer.hpp"
 #include "kernels.hpp"
+#include "phase_timer.hpp"
 
 namespace nexplain::cuda {
 
@@ -62,12 +63,16 @@ cudaStream_t as_stream(Stream& s) { return static_cast<cudaStream_t>(s.handle())
 
 // ---------------------------------------------------------------- cuBLASLt GEMM plans
 
+// What the cuBLASLt epilogue does after the matmul: nothing, + bias, or gelu(. + bias).
+enum class Epilogue { none, bias, gelu_bias };
+
 struct GemmKey {
   int M, N, K;
   cudaDataType_t in, out;
   cublasComputeType_t compute;
+  Epilogue ep;
   bool operator<(const GemmKey& o) const {
-    return std::tie(M, N, K, in, out, compute) < std::tie(o.M, o.N, o.K, o.in, o.out, o.compute);
+    return std::tie(M, N, K, in, out, compute, ep) < std::tie(o.M, o.N, o.K, o.in, o.out, o.compute, o.ep);
   }
 };
 
@@ -117,7 +122,16 @@ struct Gpt2Device::Impl {
   std::size_t cap_rows = 0;
   DeviceArray<std::uint32_t> d_tokens;
   DeviceArray<float> x, qkv, tmp;
-  DeviceArray<unsigned char> ln, att, fc;  // in the GEMM input type
+  DeviceArray<unsigned char> ln, att;  // in the GEMM input type
+  // MLP activations (the captured neurons), in the GEMM input type: layer l writes fc[l % 2] so
+  // that a consumer on another stream can still read layer l - 1 while layer l is computed.
+  DeviceArray<unsigned char> fc[2];
+  Event acts_ready[2], acts_consumed[2];
+
+  ForwardTuning tune;
+  Stream* consumer = nullptr;
+  PhaseTimer* timer = nullptr;
+  bool fell_back[3] = {false, false, false};  // bias, residual, gelu: no epilogue algorithm
   // Pinned staging of the tokens, two slots used alternately.
   PinnedArray<std::uint32_t> h_tokens[2];
   Event uploaded[2];
@@ -260,22 +274,36 @@ struct Gpt2Device::Impl {
     tmp.resize(rows * C);
     ln.resize(rows * C * in_size());
     att.resize(rows * C * in_size());
-    fc.resize(rows * I * in_size());
+    fc[0].resize(rows * I * in_size());
+    if (tune.overlap && consumer) fc[1].resize(rows * I * in_size());
     for (auto& h : h_tokens) h.resize(rows);
     cap_rows = rows;
   }
 
-  GemmPlan& plan(int M, int N, int K, cudaDataType_t out) {
+  // The plan of one shape and epilogue; nullptr when cuBLASLt has no algorithm for an epilogue
+  // (the caller then uses the kernels; an epilogue-free matmul without an algorithm is an Error).
+  GemmPlan* plan(int M, int N, int K, cudaDataType_t out, Epilogue ep) {
     const cublasComputeType_t compute =
         prec == Precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    const GemmKey key{M, N, K, in_type(), out, compute};
+    const GemmKey key{M, N, K, in_type(), out, compute, ep};
     auto it = plans.find(key);
-    if (it != plans.end()) return *it->second;
+    if (it != plans.end()) return it->second.get();
     auto p = std::make_unique<GemmPlan>();
     NX_CUBLAS(cublasLtMatmulDescCreate(&p->op, compute, CUDA_R_32F));
     const cublasOperation_t no = CUBLAS_OP_N;
     NX_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &no, sizeof no));
     NX_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &no, sizeof no));
+    if (ep != Epilogue::none) {
+      const cublasLtEpilogue_t e = ep == Epilogue::bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS;
+      // Our biases are float whatever the output type (default: the output's type).
+      const cudaDataType_t bias_type = CUDA_R_32F;
+      if (cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e) != CUBLAS_STATUS_SUCCESS ||
+          cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type) !=
+              CUBLAS_STATUS_SUCCESS) {
+        plans.emplace(key, nullptr);
+        return nullptr;
+      }
+    }
     NX_CUBLAS(cublasLtMatrixLayoutCreate(&p->a, in_type(), static_cast<std::uint64_t>(N), static_cast<std::uint64_t>(K), N));
     NX_CUBLAS(cublasLtMatrixLayoutCreate(&p->b, in_type(), static_cast<std::uint64_t>(K), static_cast<std::uint64_t>(M), K));
     NX_CUBLAS(cublasLtMatrixLayoutCreate(&p->d, out, static_cast<std::uint64_t>(N), static_cast<std::uint64_t>(M), N));
@@ -288,23 +316,64 @@ struct Gpt2Device::Impl {
     if (st == CUBLAS_STATUS_SUCCESS)
       st = cublasLtMatmulAlgoGetHeuristic(lt, p->op, p->a, p->b, p->d, p->d, pref, 1, &result, &returned);
     cublasLtMatmulPreferenceDestroy(pref);
+    if (ep != Epilogue::none && (st != CUBLAS_STATUS_SUCCESS || returned == 0)) {
+      plans.emplace(key, nullptr);
+      return nullptr;
+    }
     NX_CUBLAS(st);
     if (returned == 0)
       fail("cuBLASLt: no algorithm for a {} x {} x {} matmul ({} in, {} out, {})", M, N, K,
            bf16() ? "bf16" : "fp32", out == CUDA_R_16BF ? "bf16" : "fp32", precision_name(prec));
     p->algo = result.algo;
-    auto& ref = *p;
+    GemmPlan* ptr = p.get();
     plans.emplace(key, std::move(p));
-    return ref;
+    return ptr;
   }
 
-  // Row-major Y[M][N] = X[M][K] W[K][N] (X, W in the input type; Y float or the input type).
-  void gemm(const void* W, const void* X, void* Y, int M, int N, int K, bool out_float) {
+  // Row-major Y[M][N] = X[M][K] W[K][N] (+ Y when accumulate) then the epilogue with `bias`
+  // (X, W in the input type; Y float or the input type). False, with nothing queued, when
+  // cuBLASLt has no algorithm for the epilogue.
+  bool gemm(const void* W, const void* X, void* Y, int M, int N, int K, bool out_float, Epilogue ep = Epilogue::none,
+            const float* bias = nullptr, bool accumulate = false) {
     const cudaDataType_t out = out_float ? CUDA_R_32F : in_type();
-    GemmPlan& p = plan(M, N, K, out);
-    const float alpha = 1.0f, beta = 0.0f;
-    NX_CUBLAS(cublasLtMatmul(lt, p.op, &alpha, W, p.a, X, p.b, &beta, Y, p.d, Y, p.d, &p.algo, lt_ws.get(),
+    GemmPlan* p = plan(M, N, K, out, ep);
+    if (!p) return false;
+    if (ep != Epilogue::none)
+      NX_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    // In place (C == D, same layout) for the accumulating projections: cuBLASLt allows it.
+    NX_CUBLAS(cublasLtMatmul(lt, p->op, &alpha, W, p->a, X, p->b, &beta, Y, p->d, Y, p->d, &p->algo, lt_ws.get(),
                              lt_ws.bytes(), as_stream(stream)));
+    return true;
+  }
+
+  bool gelu_in_epilogue() const { return tune.gelu_epilogue < 0 ? bf16() : tune.gelu_epilogue > 0; }
+
+  void mark(const char* phase) {
+    if (timer) timer->mark(phase, stream.handle());
+  }
+
+  // x += X W + b, the residual update of a projection: fused into the GEMM or a temporary and a
+  // kernel.
+  void project_into_residual(const void* W, const void* X, const float* b, int M, int N, int K) {
+    if (tune.residual_epilogue) {
+      if (gemm(W, X, x.get(), M, N, K, true, Epilogue::bias, b, true)) return;
+      fell_back[1] = true;
+    }
+    gemm(W, X, tmp.get(), M, N, K, true);
+    kernels::residual_add(x.get(), tmp.get(), b, static_cast<std::size_t>(M), N, as_stream(stream));
+  }
+
+  std::string summary() const {
+    std::string out = "bias:";
+    out += !tune.bias_epilogue ? "kernel" : fell_back[0] ? "kernel(no epilogue algorithm)" : "epilogue";
+    out += " residual:";
+    out += !tune.residual_epilogue ? "kernel" : fell_back[1] ? "kernel(no epilogue algorithm)" : "epilogue";
+    out += " gelu:";
+    out += !gelu_in_epilogue() ? "kernel" : fell_back[2] ? "kernel(no epilogue algorithm)" : "epilogue";
+    out += " overlap:";
+    out += tune.overlap && consumer ? "on" : "off";
+    return out;
   }
 
   void forward(const std::uint32_t* tokens, int B, int T, int run_to, const ActCallback& on_acts) {
@@ -324,6 +393,8 @@ struct Gpt2Device::Impl {
     if (rows > 0x7fffffffu) fail("CUDA forward: batch of {} rows is too large", rows);
     ensure_workspace(rows);
     const cudaStream_t s = as_stream(stream);
+    const bool overlap = tune.overlap && consumer != nullptr;
+    if (timer) timer->start(stream.handle());
 
     // Stage the tokens through pinned memory: wait only for the upload two batches ago.
     slot ^= 1;
@@ -336,23 +407,54 @@ struct Gpt2Device::Impl {
     const int C = cfg.n_embd, I = cfg.n_inner, H = cfg.n_head, M = static_cast<int>(rows);
     const double eps = cfg.layer_norm_epsilon;
     kernels::embed(x.get(), d_tokens.get(), wte.get(), wpe.get(), rows, T, C, s);
+    mark("embed");
     for (int l = 0; l <= run_to; ++l) {
       const Block& w = blocks[static_cast<std::size_t>(l)];
       // attention
       kernels::layernorm(ln.get(), bf16(), x.get(), w.ln_1_w.get(), w.ln_1_b.get(), rows, C, eps, s);
-      gemm(w.attn_w.get(), ln.get(), qkv.get(), M, 3 * C, C, true);
-      kernels::add_bias(qkv.get(), w.attn_b.get(), rows, 3 * C, s);
+      mark("layernorm");
+      bool fused = tune.bias_epilogue &&
+                   gemm(w.attn_w.get(), ln.get(), qkv.get(), M, 3 * C, C, true, Epilogue::bias, w.attn_b.get());
+      if (!fused) {
+        fell_back[0] = fell_back[0] || tune.bias_epilogue;
+        gemm(w.attn_w.get(), ln.get(), qkv.get(), M, 3 * C, C, true);
+        kernels::add_bias(qkv.get(), w.attn_b.get(), rows, 3 * C, s);
+      }
+      mark("gemm c_attn (+bias)");
       kernels::attention(qkv.get(), att.get(), bf16(), B, T, C, H, s);
-      gemm(w.attn_proj_w.get(), att.get(), tmp.get(), M, C, C, true);
-      kernels::residual_add(x.get(), tmp.get(), w.attn_proj_b.get(), rows, C, s);
+      mark("attention");
+      project_into_residual(w.attn_proj_w.get(), att.get(), w.attn_proj_b.get(), M, C, C);
+      mark("gemm attn.c_proj (+residual)");
       // MLP
       kernels::layernorm(ln.get(), bf16(), x.get(), w.ln_2_w.get(), w.ln_2_b.get(), rows, C, eps, s);
-      gemm(w.fc_w.get(), ln.get(), fc.get(), M, I, C, !bf16());
-      kernels::bias_gelu(fc.get(), bf16(), w.fc_b.get(), rows, I, s);
-      if (on_acts) on_acts(l, ActView{fc.get(), bf16(), B, T, I});
+      mark("layernorm");
+      const int slot = overlap ? (l & 1) : 0;
+      void* acts = fc[slot].get();
+      // The consumer of the layer that last used this buffer must be done with it.
+      if (consumer) NX_CUDA(cudaStreamWaitEvent(s, acts_consumed[slot].get(), 0));
+      fused = gelu_in_epilogue() &&
+              gemm(w.fc_w.get(), ln.get(), acts, M, I, C, !bf16(), Epilogue::gelu_bias, w.fc_b.get());
+      if (!fused) {
+        fell_back[2] = fell_back[2] || gelu_in_epilogue();
+        gemm(w.fc_w.get(), ln.get(), acts, M, I, C, !bf16());
+        kernels::bias_gelu(acts, bf16(), w.fc_b.get(), rows, I, s);
+      }
+      mark("gemm c_fc (+bias+gelu)");
+      if (on_acts && consumer) {
+        const cudaStream_t cs = as_stream(*consumer);
+        acts_ready[slot].record(s);
+        NX_CUDA(cudaStreamWaitEvent(cs, acts_ready[slot].get(), 0));
+        on_acts(l, ActView{acts, bf16(), B, T, I});
+        acts_consumed[slot].record(cs);
+        // Without overlap the forward waits for the consumer right away (one buffer).
+        if (!overlap) NX_CUDA(cudaStreamWaitEvent(s, acts_consumed[slot].get(), 0));
+      } else if (on_acts) {
+        on_acts(l, ActView{acts, bf16(), B, T, I});
+      }
+      mark("capture (rest)");
       if (l == run_to) break;  // the down-projection of the last block is not needed
-      gemm(w.proj_w.get(), fc.get(), tmp.get(), M, C, I, true);
-      kernels::residual_add(x.get(), tmp.get(), w.proj_b.get(), rows, C, s);
+      project_into_residual(w.proj_w.get(), acts, w.proj_b.get(), M, C, I);
+      mark("gemm mlp.c_proj (+residual)");
     }
   }
 };
@@ -383,6 +485,24 @@ Precision Gpt2Device::precision() const { return impl_->prec; }
 int Gpt2Device::last_layer() const { return impl_->last; }
 Stream& Gpt2Device::stream() { return impl_->stream; }
 std::size_t Gpt2Device::weight_bytes() const { return impl_->weight_bytes(); }
+
+void Gpt2Device::set_tuning(const ForwardTuning& t) {
+  impl_->stream.synchronize();  // buffers and plans in use must not change under queued work
+  if (impl_->consumer) impl_->consumer->synchronize();
+  impl_->tune = t;
+  impl_->cap_rows = 0;  // the second activation buffer may now be needed
+}
+const ForwardTuning& Gpt2Device::tuning() const { return impl_->tune; }
+std::string Gpt2Device::tuning_summary() const { return impl_->summary(); }
+
+void Gpt2Device::set_consumer_stream(Stream* consumer) {
+  impl_->stream.synchronize();
+  if (impl_->consumer) impl_->consumer->synchronize();
+  impl_->consumer = consumer;
+  impl_->cap_rows = 0;
+}
+Stream& Gpt2Device::consumer_stream() { return impl_->consumer ? *impl_->consumer : impl_->stream; }
+void Gpt2Device::set_phase_timer(PhaseTimer* timer) { impl_->timer = timer; }
 
 void Gpt2Device::forward(const std::uint32_t* tokens, int B, int T, int run_to, const ActCallback& on_acts) {
   impl_->forward(tokens, B, T, run_to, on_acts);

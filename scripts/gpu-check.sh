@@ -14,7 +14,8 @@
 #   .gpu/shared/  the fixtures the tests read from ../shared (fixtures/hf-gpt2-tiny)
 #
 # Environment: BUILD (default build-gpu), JOBS (16), BENCH_SECONDS (3), MODELS (small,xl),
-# PRECISIONS (fp32,tf32,bf16), SKIP_MEMCHECK=1, SKIP_BENCH=1.
+# PRECISIONS (fp32,tf32,bf16), VARIANT_PRECISIONS (bf16), SKIP_MEMCHECK=1, SKIP_BENCH=1,
+# SKIP_VARIANTS=1.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
@@ -132,7 +133,15 @@ memcheck() {
   # the bad-input paths; the big-model tests and the T = 1024 attention test (two blocks doing
   # O(T^2) instrumented loads) are left out to keep the instrumented run short.
   timeout 300 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 86 "$BUILD/tests/test_cuda_backend" \
-    --gtest_filter='CudaReduction.*:CudaForward.HfFixtureMatchesCpu:CudaForward.BadInputIsAnError'
+    --gtest_filter='CudaReduction.*:CudaForward.HfFixtureMatchesCpu:CudaForward.EveryTuningMatchesCpu:CudaForward.BadInputIsAnError'
+}
+
+# Where the time goes: each forward tuning switched off in turn (A/B in the same process) and the
+# GPU time per phase of one batch, for bf16 (the precision of the speed goal).
+bench_variants() {
+  timeout 240 "$BUILD/bench/collect_gpu" --models "$MODELS" --precisions "${VARIANT_PRECISIONS:-bf16}" \
+    --seconds 1 --variants --breakdown | tee "$BUILD/bench-variants.txt"
+  return "${PIPESTATUS[0]}"
 }
 
 bench_nexplain() {
@@ -180,6 +189,7 @@ main() {
     run_step "gpu tests" gpu_tests
     [ "${SKIP_MEMCHECK:-0}" = 1 ] || run_step "memcheck" memcheck
     [ "${SKIP_BENCH:-0}" = 1 ] || run_step "bench nexplain" bench_nexplain
+    [ "${SKIP_BENCH:-0}" = 1 ] || [ "${SKIP_VARIANTS:-0}" = 1 ] || run_step "bench variants" bench_variants
   else
     record "gpu tests" "skipped" 0
     echo "build failed: tests, memcheck and collect_gpu skipped"

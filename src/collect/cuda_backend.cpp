@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <utility>
 
+#include <cuda_runtime.h>
+
 #include "capture/hist_bins.hpp"
 #include "core/error.hpp"
 
@@ -32,8 +34,7 @@ CudaCollectBackend::CudaCollectBackend(const Gpt2Weights& weights, std::vector<i
   check_layers(layers_, weights.config.n_layer);
   params_.validate();
   model_ = std::make_unique<cuda::Gpt2Device>(weights, layers_.back(), precision);
-  scratch_ = cuda::make_reduce_scratch(model_->stream());
-  ids_ = std::make_unique<cuda::DeviceBatchIds>(model_->stream());
+  attach_reduce_stream();
 }
 
 CudaCollectBackend::CudaCollectBackend(std::unique_ptr<cuda::Gpt2Device> model, std::vector<int> layers,
@@ -45,13 +46,29 @@ CudaCollectBackend::CudaCollectBackend(std::unique_ptr<cuda::Gpt2Device> model, 
     fail("CUDA backend: layer {} selected, but the device model holds blocks 0..{}", layers_.back(),
          model_->last_layer());
   params_.validate();
-  scratch_ = cuda::make_reduce_scratch(model_->stream());
-  ids_ = std::make_unique<cuda::DeviceBatchIds>(model_->stream());
+  attach_reduce_stream();
+}
+
+void CudaCollectBackend::attach_reduce_stream() {
+  reduce_ = std::make_unique<cuda::Stream>();
+  model_->set_consumer_stream(reduce_.get());
+  scratch_ = cuda::make_reduce_scratch(*reduce_);
+  ids_ = std::make_unique<cuda::DeviceBatchIds>(*reduce_);
+}
+
+void CudaCollectBackend::set_tuning(const cuda::ForwardTuning& t) { model_->set_tuning(t); }
+
+void CudaCollectBackend::set_phase_timer(cuda::PhaseTimer* timer) {
+  timer_ = timer;
+  model_->set_phase_timer(timer);
+  for (auto& st : states_) st->set_phase_timer(timer);
 }
 
 CudaCollectBackend::~CudaCollectBackend() {
-  // Members are destroyed in reverse order: states, histograms, ids and scratch before the model
-  // (and its stream). Their destructors synchronise the stream first.
+  // Both streams idle before anything is freed: the forward may still wait on the reduction's
+  // events. Then members go in reverse order: states, histograms, ids and scratch, the
+  // reduction's stream, the model (and its stream) last.
+  cudaDeviceSynchronize();
 }
 
 std::string CudaCollectBackend::name() const {
@@ -67,7 +84,7 @@ void CudaCollectBackend::prepass(const std::uint32_t* tokens, int B) {
   const auto N = static_cast<std::uint32_t>(model_->config().n_inner);
   if (hists_.empty())
     for (std::size_t i = 0; i < layers_.size(); ++i)
-      hists_.push_back(std::make_unique<cuda::DeviceHistograms>(N, params_.T, model_->stream(), scratch_));
+      hists_.push_back(std::make_unique<cuda::DeviceHistograms>(N, params_.T, *reduce_, scratch_));
   model_->forward(tokens, B, static_cast<int>(params_.T), layers_.back(), [&](int layer, const cuda::ActView& a) {
     const int i = selected_index(layer);
     if (i >= 0) hists_[static_cast<std::size_t>(i)]->update(a);
@@ -99,7 +116,8 @@ void CudaCollectBackend::start_main(std::vector<CaptureState> states) {
       fail("CUDA backend: state {} has T={}, the backend runs T={}", i, s.params().T, params_.T);
     const CaptureParams p = s.params();
     const CaptureArrays arrays = std::move(states[i]).release();  // host memory goes layer by layer
-    states_.push_back(std::make_unique<cuda::DeviceCaptureState>(p, arrays, model_->stream(), scratch_));
+    states_.push_back(std::make_unique<cuda::DeviceCaptureState>(p, arrays, *reduce_, scratch_));
+    states_.back()->set_phase_timer(timer_);
   }
 }
 
@@ -125,7 +143,10 @@ std::vector<CaptureState> CudaCollectBackend::states() {
   return out;
 }
 
-void CudaCollectBackend::synchronize() { model_->stream().synchronize(); }
+void CudaCollectBackend::synchronize() {
+  model_->stream().synchronize();
+  reduce_->synchronize();
+}
 
 }  // namespace nexplain
 

@@ -34,11 +34,20 @@ class CudaCollectBackend : public CollectBackend {
   // Waits for all queued work (benchmarks); asynchronous errors surface here as Error.
   void synchronize();
   cuda::Gpt2Device& model() { return *model_; }
+  // Benchmarks: forward tuning (cuda::ForwardTuning; results stay within tolerance) and a phase
+  // timer for the forward and the reduction kernels (nullptr: off).
+  void set_tuning(const cuda::ForwardTuning& t);
+  void set_phase_timer(cuda::PhaseTimer* timer);
 
  private:
   int selected_index(int layer) const;  // index into layers_, or -1
+  void attach_reduce_stream();           // constructors: the reduction's stream and its buffers
 
-  std::unique_ptr<cuda::Gpt2Device> model_;  // owns the stream: destroyed last
+  std::unique_ptr<cuda::Gpt2Device> model_;  // owns the forward's stream: destroyed last
+  // The reduction's stream: every state, histogram, the scratch and the excerpt ids live on it, so
+  // a layer's reduction overlaps the forward of the next layer (ForwardTuning::overlap).
+  std::unique_ptr<cuda::Stream> reduce_;
+  cuda::PhaseTimer* timer_ = nullptr;
   std::vector<int> layers_;
   CaptureParams params_;
   std::shared_ptr<cuda::ReduceScratch> scratch_;

@@ -245,7 +245,7 @@ constexpr cuda::Precision kAllPrecisions[] = {cuda::Precision::fp32, cuda::Preci
 
 // GPU forward (each precision) against the CPU forward on the same tokens, every layer.
 void check_forward(const Gpt2Weights& w, const std::vector<std::uint32_t>& tokens, int B, int T, const char* what,
-                   const SafetensorsFile* hf = nullptr) {
+                   const SafetensorsFile* hf = nullptr, const cuda::ForwardTuning* tuning = nullptr) {
   Gpt2Cpu cpu(w, 0);
   CollectingSink sink;
   cpu.forward(tokens.data(), B, T, ForwardOptions{}, sink);
@@ -255,7 +255,9 @@ void check_forward(const Gpt2Weights& w, const std::vector<std::uint32_t>& token
               hf ? ", ratio vs HF" : "");
   for (const auto prec : kAllPrecisions) {
     cuda::Gpt2Device dev(w, w.config.n_layer - 1, prec);
+    if (tuning) dev.set_tuning(*tuning);
     const auto acts = dev.forward_host(tokens.data(), B, T, layers);
+    if (tuning) std::printf("  %s: %s\n", cuda::precision_name(prec), dev.tuning_summary().c_str());
     for (int l : layers) {
       const Diff d = compare(acts.at(l), sink.mlp.at(l));
       std::string hf_txt;
@@ -293,6 +295,23 @@ TEST(CudaForward, RandomGpt2SmallMatchesCpu) {
   const auto w = Gpt2Weights::random(small_config(2), 7);
   const int B = 6, T = 64;
   check_forward(w, random_tokens(static_cast<std::size_t>(B) * T, 50257, 4), B, T, "random GPT-2 small shape");
+}
+
+// Every forward tuning (the epilogue fusions on and off, GELU in the cuBLASLt epilogue also for
+// fp32 and tf32) stays within the precision's tolerance of the CPU forward.
+TEST(CudaForward, EveryTuningMatchesCpu) {
+  NEXPLAIN_REQUIRE_GPU();
+  const auto w = Gpt2Weights::random(small_config(2), 9);
+  const int B = 4, T = 64;
+  const auto tokens = random_tokens(static_cast<std::size_t>(B) * T, 50257, 5);
+  cuda::ForwardTuning none;
+  none.bias_epilogue = false;
+  none.residual_epilogue = false;
+  none.gelu_epilogue = 0;
+  check_forward(w, tokens, B, T, "random GPT-2 small shape, no epilogue fusions", nullptr, &none);
+  cuda::ForwardTuning gelu;
+  gelu.gelu_epilogue = 1;
+  check_forward(w, tokens, B, T, "random GPT-2 small shape, GELU in the epilogue for every precision", nullptr, &gelu);
 }
 
 TEST(CudaForward, LongSequencesUseTheGlobalMemoryAttentionPath) {
@@ -596,6 +615,53 @@ TEST(CudaBackend, ReducedPrecisionsReduceTheirOwnActivationsExactly) {
     ASSERT_EQ(got.size(), 1u);
     EXPECT_EQ(gpu.name(), std::string("cuda:") + cuda::precision_name(prec));
     EXPECT_TRUE(states_match(got[0].arrays(), ref.arrays(), 1e-12, gpu.name().c_str()));
+  }
+}
+
+// The reduction overlapping the next layer's forward (two activation buffers, events between the
+// streams) must give exactly the states of the serial order: any missing wait would let a layer's
+// reduction read activations already overwritten by a later layer or batch.
+TEST(CudaBackend, OverlapGivesTheSameStatesAsSerial) {
+  NEXPLAIN_REQUIRE_GPU();
+  const auto w = Gpt2Weights::random(small_config(3), 31);
+  const std::vector<int> layers{0, 1, 2};
+  const int T = 64, n_ex = 96, batch = 32;
+  const auto N = static_cast<std::uint32_t>(w.config.n_inner);
+  CaptureParams params;
+  params.T = T;
+  params.K = 8;
+  params.R = 6;
+  params.seed = 11;
+  const auto tokens = random_tokens(static_cast<std::size_t>(n_ex) * T, 50257, 17);
+  std::vector<std::uint64_t> ids(n_ex);
+  for (int e = 0; e < n_ex; ++e) ids[static_cast<std::size_t>(e)] = 500 + 3 * static_cast<std::uint64_t>(e);
+  for (const auto prec : {cuda::Precision::fp32, cuda::Precision::bf16}) {
+    std::vector<CaptureState> results[2];
+    for (int overlap = 0; overlap < 2; ++overlap) {
+      CudaCollectBackend gpu(w, layers, params, prec);
+      cuda::ForwardTuning t;
+      t.overlap = overlap == 1;
+      gpu.set_tuning(t);
+      for (int b = 0; b < n_ex; b += batch) gpu.prepass(tokens.data() + static_cast<std::size_t>(b) * T, batch);
+      const auto hists = gpu.histograms();
+      std::vector<CaptureState> init;
+      for (std::size_t i = 0; i < layers.size(); ++i) {
+        CaptureParams lp = params;
+        lp.layer = static_cast<std::uint32_t>(layers[i]);
+        init.emplace_back(lp, N, hists[i].boundaries(params.quantile_fractions));
+      }
+      gpu.start_main(std::move(init));
+      // Batches queued back to back without a synchronisation in between.
+      for (int b = 0; b < n_ex; b += batch)
+        gpu.main(tokens.data() + static_cast<std::size_t>(b) * T, ids.data() + b, batch);
+      std::printf("  %s overlap %s: %s\n", cuda::precision_name(prec), overlap ? "on" : "off",
+                  gpu.model().tuning_summary().c_str());
+      results[overlap] = gpu.states();
+    }
+    ASSERT_EQ(results[0].size(), layers.size());
+    for (std::size_t i = 0; i < layers.size(); ++i)
+      EXPECT_TRUE(states_match(results[1][i].arrays(), results[0][i].arrays(), 0.0,
+                               (std::string(cuda::precision_name(prec)) + " layer " + std::to_string(i)).c_str()));
   }
 }
 

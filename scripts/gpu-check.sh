@@ -15,7 +15,7 @@
 #
 # Environment: BUILD (default build-gpu), JOBS (16), BENCH_SECONDS (3), MODELS (small,xl),
 # PRECISIONS (fp32,tf32,bf16), VARIANT_PRECISIONS (bf16), SKIP_MEMCHECK=1, SKIP_BENCH=1,
-# SKIP_VARIANTS=1.
+# SKIP_VARIANTS=1, KEEP_BUILD=1 (reuse $BUILD instead of starting afresh).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
@@ -112,6 +112,10 @@ setup_deps() {
 }
 
 configure() {
+  # A fresh build directory unless KEEP_BUILD=1: the device tool's copy of the tree keeps this
+  # machine's file times, which can be older than objects left by an earlier call, and make would
+  # then link stale objects.
+  [ "${KEEP_BUILD:-0}" = 1 ] || rm -rf "$BUILD"
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DNEXPLAIN_CUDA=ON \
     ${SHARED:+-DNEXPLAIN_SHARED_DIR="$SHARED"}
 }

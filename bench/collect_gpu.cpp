@@ -13,7 +13,8 @@
 //
 // --variants: after the default configuration, the same batches with other cuda::ForwardTuning
 //   choices (each epilogue fusion and the overlap of reduction and forward switched off in turn,
-//   and all of them off: the original path), one line each:
+//   the list tests of the reduction moved, and all of them off: the original path), one line
+//   each:
 //     VARIANT nexplain <model> <precision> <variant> <tokens/s> <ms/batch> tuning=<summary>
 // --breakdown: GPU time per phase of one batch (events between the steps, overlap off so the
 //   phases run one after another), one line per phase:
@@ -243,6 +244,9 @@ void run(const std::string& model, const std::string& precision, const Options& 
     t = defaults;
     t.gelu_epilogue = defaults.gelu_epilogue == 0 ? 1 : 0;
     vs.push_back({t.gelu_epilogue ? "gelu-epilogue" : "gelu-kernel", t});
+    t = defaults;
+    t.parallel_list_tests = !defaults.parallel_list_tests;
+    vs.push_back({t.parallel_list_tests ? "parallel-list-tests" : "serial-list-tests", t});
     t.bias_epilogue = false;
     t.residual_epilogue = false;
     t.gelu_epilogue = 0;

@@ -122,15 +122,18 @@ class ReduceScratch {
   explicit ReduceScratch(Stream& s) : stream_(s) {}
 
   // Scratch for a batch of B excerpts x N neurons; sel holds `sel_cap` slots per neuron.
-  kernels::ScratchView view(int B, std::uint32_t N, std::uint32_t sel_cap, bool moments) {
+  // flags: the [B][N] flags of the parallel list tests are needed too.
+  kernels::ScratchView view(int B, std::uint32_t N, std::uint32_t sel_cap, bool moments, bool flags = false) {
     const std::size_t bn = static_cast<std::size_t>(B) * N;
     const std::size_t sel = static_cast<std::size_t>(std::max<std::uint32_t>(sel_cap, 1)) * N;
-    const bool grow = maxima_.size() < bn || cand_.size() < bn || sel_.size() < sel || (moments && lmean_.size() < bn);
+    const bool grow = maxima_.size() < bn || cand_.size() < bn || sel_.size() < sel ||
+                      (moments && lmean_.size() < bn) || (flags && flags_.size() < bn);
     if (grow) {
       stream_.synchronize();  // kernels in flight may still read the old buffers
       if (maxima_.size() < bn) maxima_.resize(bn);
       if (cand_.size() < bn) cand_.resize(bn);
       if (sel_.size() < sel) sel_.resize(sel);
+      if (flags && flags_.size() < bn) flags_.resize(bn);
       if (moments && lmean_.size() < bn) {
         lmean_.resize(bn);
         lm2_.resize(bn);
@@ -146,6 +149,7 @@ class ReduceScratch {
     v.lm4 = lm4_.get();
     v.cand = cand_.get();
     v.sel = sel_.get();
+    v.flags = flags_.get();
     return v;
   }
 
@@ -155,7 +159,7 @@ class ReduceScratch {
   Stream& stream_;
   DeviceArray<float> maxima_;
   DeviceArray<double> lmean_, lm2_, lm3_, lm4_;
-  DeviceArray<std::uint64_t> cand_;
+  DeviceArray<std::uint64_t> cand_, flags_;
   DeviceArray<std::uint32_t> sel_;
 };
 
@@ -293,15 +297,19 @@ struct DeviceCaptureState::Impl {
       fail("CUDA capture update (layer {}): activations [{} x {} x {}] and {} ids for a state of T={}, {} neurons",
            params.layer, acts.B, acts.T, acts.N, ids.size(), params.T, N);
     const std::uint32_t sel_cap = std::max({params.K, params.R, params.Q});
-    const kernels::ScratchView w = scratch->view(acts.B, N, sel_cap, true);
+    const kernels::ScratchView w = scratch->view(acts.B, N, sel_cap, true, parallel_tests);
     const cudaStream_t s = as_stream(stream);
-    kernels::excerpt_stats(acts.data, acts.bf16, acts.B, params.T, N, true, w, s);
+    if (parallel_tests)
+      kernels::excerpt_stats_tests(view(), acts.data, acts.bf16, acts.B, ids.ids(), ids.words(), w, s);
+    else
+      kernels::excerpt_stats(acts.data, acts.bf16, acts.B, params.T, N, true, w, s);
     if (timer) timer->mark("reduce: excerpt stats", s);
-    kernels::neuron_update(view(), acts.data, acts.bf16, acts.B, ids.ids(), ids.words(), w, s);
+    kernels::neuron_update(view(), acts.data, acts.bf16, acts.B, ids.ids(), ids.words(), w, s, parallel_tests);
     if (timer) timer->mark("reduce: neuron update", s);
   }
 
   PhaseTimer* timer = nullptr;
+  bool parallel_tests = false;
 
   DeviceBatchIds& staged_ids(const std::uint64_t* ids, int n) {
     if (!host_ids) host_ids = std::make_unique<DeviceBatchIds>(stream);
@@ -378,6 +386,10 @@ std::size_t DeviceCaptureState::device_bytes() const { return impl_->bytes(); }
 
 void DeviceCaptureState::update(const ActView& acts, const DeviceBatchIds& ids) { impl_->update(acts, ids); }
 void DeviceCaptureState::set_phase_timer(PhaseTimer* timer) { impl_->timer = timer; }
+void DeviceCaptureState::set_parallel_list_tests(bool on) {
+  impl_->stream.synchronize();  // the scratch may grow
+  impl_->parallel_tests = on;
+}
 
 void DeviceCaptureState::update_host(const float* acts, std::size_t n_values, const std::uint64_t* ids,
                                      int n_excerpts) {

@@ -54,6 +54,10 @@ struct ForwardTuning {
   // The reduction of layer l runs on the consumer stream while the forward goes on with layer
   // l + 1 (two activation buffers used alternately, events between the streams).
   bool overlap = true;
+  // The reduction (not the forward): histogram counts and list tests one thread per (excerpt,
+  // neuron) instead of in each neuron's serial loop (cuda/reduce_kernels.cu). Identical results;
+  // off until measured on a device (bench/NOTES.md).
+  bool parallel_list_tests = false;
 };
 
 struct ActView {
@@ -183,6 +187,8 @@ class DeviceCaptureState {
 
   // Marks the reduction's two kernels on `timer` (bench/collect_gpu --breakdown; nullptr: off).
   void set_phase_timer(PhaseTimer* timer);
+  // ForwardTuning::parallel_list_tests for this state (identical results either way).
+  void set_parallel_list_tests(bool on);
 
  private:
   struct Impl;

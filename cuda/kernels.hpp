@@ -84,6 +84,7 @@ struct ScratchView {
   double* lm4 = nullptr;
   std::uint64_t* cand = nullptr;
   std::uint32_t* sel = nullptr;
+  std::uint64_t* flags = nullptr;  // [B][N], parallel list tests only: a candidate entry or 0
 };
 
 // Per (excerpt, neuron): the excerpt max (normative fold) and, when `moments`, the excerpt's
@@ -93,8 +94,15 @@ void excerpt_stats(const void* acts, bool bf16, int B, std::uint32_t T, std::uin
 // Per neuron: moments combined in excerpt order within each moment block of the ids (closed /
 // open split of StateView), histogram of the maxima, and the top-K, random
 // and quantile lists updated exactly as CaptureState::update. ids/words: device [B].
+// tests_done: excerpt_stats_tests already counted the histogram and flagged the candidates
+// (w.flags); only the moments and the merges are left.
 void neuron_update(const StateView& st, const void* acts, bool bf16, int B, const std::uint64_t* ids,
-                   const std::uint64_t* words, const ScratchView& w, cudaStream_t s);
+                   const std::uint64_t* words, const ScratchView& w, cudaStream_t s, bool tests_done = false);
+// Parallel list tests (reduce_kernels.cu): excerpt_stats with moments, plus per (excerpt, neuron)
+// the histogram count (integer atomics) and the list tests against the lists before the batch,
+// into w.flags. Followed by neuron_update(..., tests_done = true).
+void excerpt_stats_tests(const StateView& st, const void* acts, bool bf16, int B, const std::uint64_t* ids,
+                         const std::uint64_t* words, const ScratchView& w, cudaStream_t s);
 // Pre-pass: hist[n][bin(maxima[e][n])] += 1 for every excerpt.
 void hist_update(std::uint64_t* hist, const float* maxima, int B, std::uint32_t N, cudaStream_t s);
 
@@ -103,7 +111,9 @@ void hist_update(std::uint64_t* hist, const float* maxima, int B, std::uint32_t 
 void emulate_excerpt_stats(const void* acts, bool bf16, int B, std::uint32_t T, std::uint32_t N, bool moments,
                            const ScratchView& w);
 void emulate_neuron_update(const StateView& st, const void* acts, bool bf16, int B, const std::uint64_t* ids,
-                           const std::uint64_t* words, const ScratchView& w);
+                           const std::uint64_t* words, const ScratchView& w, bool tests_done = false);
+void emulate_excerpt_stats_tests(const StateView& st, const void* acts, bool bf16, int B, const std::uint64_t* ids,
+                                 const std::uint64_t* words, const ScratchView& w);
 void emulate_hist_update(std::uint64_t* hist, const float* maxima, int B, std::uint32_t N);
 
 }  // namespace nexplain::cuda::kernels

@@ -18,6 +18,14 @@
 // moment operation goes through StrictDouble, whose operators are the __dadd_rn/__dmul_rn
 // intrinsics that are never contracted. The formulas below are moments.hpp's, token for token.
 //
+// Parallel list tests (the `tests` state of excerpt_stats, ForwardTuning::parallel_list_tests):
+// the histogram counts and the threshold tests depend on no excerpt order (integer counts; the
+// thresholds are the lists' before the batch), so excerpt_stats can do them too, one thread per
+// (excerpt, neuron): the histogram with integer atomics, the tests into flags[e][n]. neuron_update
+// then only walks the moment chain and compacts the flags into candidates. Same results bit for
+// bit; what changes is that the per-excerpt dependent loads of a neuron's lists leave the serial
+// per-neuron loop (bench/NOTES.md: the neuron update was the largest phase).
+//
 // Every thread's work is a __host__ __device__ function, so the same code also runs on the CPU
 // (emulate_* below): tests check the algorithm bit for bit on machines without a GPU.
 #include <cuda_bf16.h>
@@ -300,6 +308,32 @@ __host__ __device__ void select_and_merge(const NeuronBatch<A>& b, const List& L
 }
 
 // ---------------------------------------------------------------- per-thread work
+// One excerpt's histogram count and list tests for neuron n (parallel list tests): what the loop
+// of neuron_update_thread does for excerpt e, against the lists as they were before the batch.
+NX_HD void excerpt_tests_thread(const StateView& s, const std::uint64_t* ids, const std::uint64_t* words, float mx,
+                                const ScratchView& w, std::size_t e, std::uint32_t n) {
+  const std::size_t N = s.N;
+  const std::uint32_t bits = bits_of(mx);
+  std::uint64_t* h = s.hist + static_cast<std::size_t>(n) * kHistBins + hist_bin_from_bits(bits);
+#ifdef __CUDA_ARCH__
+  atomicAdd(reinterpret_cast<unsigned long long*>(h), 1ull);
+#else
+  ++*h;
+#endif
+  const std::uint64_t id = ids[e];
+  std::uint64_t flags = 0, bin = 0;
+  if (Threshold::of(topk_list(s, n)).admits(topk_rank(bits), id)) flags |= kFlagTop;
+  if (Threshold::of(random_list(s, n)).admits(hash_absorb_mixed(hash_prefix(s.seed, s.layer, n), words[e]), id))
+    flags |= kFlagRandom;
+  if (s.quantiles) {
+    bin = quantile_bin(mx, s.boundaries + static_cast<std::size_t>(n) * s.m, s.m);
+    const std::uint64_t qp = hash_prefix(s.seed ^ kQuantileSeedSalt, s.layer, n);
+    if (quantile_list(s, n, static_cast<std::uint32_t>(bin)).admits(hash_absorb_mixed(qp, words[e]), id))
+      flags |= kFlagQuantile;
+  }
+  w.flags[e * N + n] = flags ? pack_cand(static_cast<std::uint32_t>(e), flags, bin) : 0;
+}
+
 template <typename A>
 __host__ __device__ void excerpt_stats_thread(const A* __restrict__ acts, std::uint32_t T, std::uint32_t N,
                                               bool moments, const ScratchView& w, std::size_t e, std::uint32_t n) {
@@ -334,7 +368,7 @@ template <typename A>
 __host__ __device__ void neuron_update_thread(const StateView& s, const A* __restrict__ acts, int B,
                                               const std::uint64_t* __restrict__ ids,
                                               const std::uint64_t* __restrict__ words, const ScratchView& w,
-                                              std::size_t n) {
+                                              std::size_t n, bool tests_done) {
   const std::size_t N = s.N;
 
   // One pass over the batch's excerpts, in order, doing two independent things (interleaved so
@@ -378,6 +412,15 @@ __host__ __device__ void neuron_update_thread(const StateView& s, const A* __res
       } else {
         open = combine(open, local);
       }
+    }
+    if (tests_done) {  // excerpt_stats counted the histogram and flagged the candidates
+      const std::uint64_t c = w.flags[static_cast<std::size_t>(e) * N + n];
+      if (c) {
+        w.cand[static_cast<std::size_t>(nc) * N + n] = c;
+        ++nc;
+        any |= (c >> 32) & 0xffu;
+      }
+      continue;
     }
     const float mx = maxima[static_cast<std::size_t>(e) * N + n];
     const std::uint32_t bits = bits_of(mx);
@@ -441,11 +484,21 @@ __global__ void excerpt_stats_kernel(const A* __restrict__ acts, std::uint32_t T
 }
 
 template <typename A>
-__global__ void neuron_update_kernel(StateView s, const A* __restrict__ acts, int B, const std::uint64_t* __restrict__ ids,
-                                     const std::uint64_t* __restrict__ words, ScratchView w) {
+__global__ void excerpt_stats_tests_kernel(const A* __restrict__ acts, std::uint32_t T, StateView s,
+                                           const std::uint64_t* __restrict__ ids,
+                                           const std::uint64_t* __restrict__ words, ScratchView w) {
   const std::uint32_t n = blockIdx.x * blockDim.x + threadIdx.x;
   if (n >= s.N) return;
-  neuron_update_thread(s, acts, B, ids, words, w, n);
+  excerpt_stats_thread(acts, T, s.N, true, w, blockIdx.y, n);
+  excerpt_tests_thread(s, ids, words, w.maxima[static_cast<std::size_t>(blockIdx.y) * s.N + n], w, blockIdx.y, n);
+}
+
+template <typename A>
+__global__ void neuron_update_kernel(StateView s, const A* __restrict__ acts, int B, const std::uint64_t* __restrict__ ids,
+                                     const std::uint64_t* __restrict__ words, ScratchView w, bool tests_done) {
+  const std::uint32_t n = blockIdx.x * blockDim.x + threadIdx.x;
+  if (n >= s.N) return;
+  neuron_update_thread(s, acts, B, ids, words, w, n, tests_done);
 }
 
 __global__ void hist_update_kernel(std::uint64_t* __restrict__ hist, const float* __restrict__ maxima, int B,
@@ -471,14 +524,29 @@ void excerpt_stats(const void* acts, bool bf16, int B, std::uint32_t T, std::uin
   NX_CUDA_LAUNCHED("excerpt_stats");
 }
 
+void excerpt_stats_tests(const StateView& st, const void* acts, bool bf16, int B, const std::uint64_t* ids,
+                         const std::uint64_t* words, const ScratchView& w, cudaStream_t s) {
+  if (B <= 0 || st.N == 0) return;
+  if (B > 65535) throw_logic_error(__FILE__, __LINE__, "excerpt_stats_tests: more than 65535 excerpts in one batch");
+  const dim3 grid(blocks_for(st.N, kStatsThreads), static_cast<unsigned>(B));
+  if (bf16)
+    excerpt_stats_tests_kernel<<<grid, kStatsThreads, 0, s>>>(static_cast<const __nv_bfloat16*>(acts), st.T, st, ids,
+                                                               words, w);
+  else
+    excerpt_stats_tests_kernel<<<grid, kStatsThreads, 0, s>>>(static_cast<const float*>(acts), st.T, st, ids, words, w);
+  NX_CUDA_LAUNCHED("excerpt_stats_tests");
+}
+
 void neuron_update(const StateView& st, const void* acts, bool bf16, int B, const std::uint64_t* ids,
-                   const std::uint64_t* words, const ScratchView& w, cudaStream_t s) {
+                   const std::uint64_t* words, const ScratchView& w, cudaStream_t s, bool tests_done) {
   if (B <= 0 || st.N == 0) return;
   const unsigned grid = blocks_for(st.N, kNeuronThreads);
   if (bf16)
-    neuron_update_kernel<<<grid, kNeuronThreads, 0, s>>>(st, static_cast<const __nv_bfloat16*>(acts), B, ids, words, w);
+    neuron_update_kernel<<<grid, kNeuronThreads, 0, s>>>(st, static_cast<const __nv_bfloat16*>(acts), B, ids, words, w,
+                                                         tests_done);
   else
-    neuron_update_kernel<<<grid, kNeuronThreads, 0, s>>>(st, static_cast<const float*>(acts), B, ids, words, w);
+    neuron_update_kernel<<<grid, kNeuronThreads, 0, s>>>(st, static_cast<const float*>(acts), B, ids, words, w,
+                                                         tests_done);
   NX_CUDA_LAUNCHED("neuron_update");
 }
 
@@ -501,13 +569,27 @@ void emulate_excerpt_stats(const void* acts, bool bf16, int B, std::uint32_t T, 
     }
 }
 
+void emulate_excerpt_stats_tests(const StateView& st, const void* acts, bool bf16, int B, const std::uint64_t* ids,
+                                 const std::uint64_t* words, const ScratchView& w) {
+  // Excerpts in reverse order: the device runs them in any order, and the result must not care.
+  for (int e = B - 1; e >= 0; --e)
+    for (std::uint32_t n = 0; n < st.N; ++n) {
+      const auto ee = static_cast<std::size_t>(e);
+      if (bf16)
+        excerpt_stats_thread(static_cast<const __nv_bfloat16*>(acts), st.T, st.N, true, w, ee, n);
+      else
+        excerpt_stats_thread(static_cast<const float*>(acts), st.T, st.N, true, w, ee, n);
+      excerpt_tests_thread(st, ids, words, w.maxima[ee * st.N + n], w, ee, n);
+    }
+}
+
 void emulate_neuron_update(const StateView& st, const void* acts, bool bf16, int B, const std::uint64_t* ids,
-                           const std::uint64_t* words, const ScratchView& w) {
+                           const std::uint64_t* words, const ScratchView& w, bool tests_done) {
   for (std::uint32_t n = 0; n < st.N; ++n) {
     if (bf16)
-      neuron_update_thread(st, static_cast<const __nv_bfloat16*>(acts), B, ids, words, w, n);
+      neuron_update_thread(st, static_cast<const __nv_bfloat16*>(acts), B, ids, words, w, n, tests_done);
     else
-      neuron_update_thread(st, static_cast<const float*>(acts), B, ids, words, w, n);
+      neuron_update_thread(st, static_cast<const float*>(acts), B, ids, words, w, n, tests_done);
   }
 }
 

@@ -56,7 +56,10 @@ void CudaCollectBackend::attach_reduce_stream() {
   ids_ = std::make_unique<cuda::DeviceBatchIds>(*reduce_);
 }
 
-void CudaCollectBackend::set_tuning(const cuda::ForwardTuning& t) { model_->set_tuning(t); }
+void CudaCollectBackend::set_tuning(const cuda::ForwardTuning& t) {
+  model_->set_tuning(t);
+  for (auto& st : states_) st->set_parallel_list_tests(t.parallel_list_tests);
+}
 
 void CudaCollectBackend::set_phase_timer(cuda::PhaseTimer* timer) {
   timer_ = timer;
@@ -118,6 +121,7 @@ void CudaCollectBackend::start_main(std::vector<CaptureState> states) {
     const CaptureArrays arrays = std::move(states[i]).release();  // host memory goes layer by layer
     states_.push_back(std::make_unique<cuda::DeviceCaptureState>(p, arrays, *reduce_, scratch_));
     states_.back()->set_phase_timer(timer_);
+    states_.back()->set_parallel_list_tests(model_->tuning().parallel_list_tests);
   }
 }
 

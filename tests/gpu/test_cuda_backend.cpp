@@ -112,7 +112,7 @@ CaptureParams reduction_params() {
 // (optionally rounded to bf16 first), restoring the device state from the CPU's arrays halfway
 // (the start_main / checkpoint path), and compares them after each phase.
 void run_reduction_case(const CaptureParams& p, const Stream& s, const std::vector<std::size_t>& batches,
-                        bool with_boundaries, bool bf16) {
+                        bool with_boundaries, bool bf16, bool parallel_tests = false) {
   std::vector<float> acts = s.acts;
   std::vector<std::uint16_t> acts_bf16;
   if (bf16) {
@@ -131,6 +131,7 @@ void run_reduction_case(const CaptureParams& p, const Stream& s, const std::vect
   cuda::Stream stream;
   CaptureState cpu(p, s.N, bounds);
   auto dev = std::make_unique<cuda::DeviceCaptureState>(p, CaptureArrays::empty(p, s.N, bounds), stream);
+  dev->set_parallel_list_tests(parallel_tests);
   // The empty state round-trips unchanged.
   ASSERT_TRUE(states_match(dev->download(), cpu.arrays(), 0.0, "empty state round trip"));
 
@@ -150,6 +151,7 @@ void run_reduction_case(const CaptureParams& p, const Stream& s, const std::vect
       ASSERT_TRUE(states_match(dev->download(), cpu.arrays(), 1e-12, "after the first half"));
       // Restore: a new device state from the CPU state's arrays, as start_main does.
       dev = std::make_unique<cuda::DeviceCaptureState>(p, cpu.arrays(), stream);
+      dev->set_parallel_list_tests(parallel_tests);
       ASSERT_TRUE(states_match(dev->download(), cpu.arrays(), 0.0, "restored state round trip"));
     }
   }
@@ -175,6 +177,21 @@ TEST(CudaReduction, Bf16ActivationsMatchCpuStateBitwise) {
   const CaptureParams p = reduction_params();
   const Stream s = make_stream(12, 200, p.T, 160);
   run_reduction_case(p, s, {40, 40, 3, 77}, true, true);
+}
+
+// ForwardTuning::parallel_list_tests: histogram counts with integer atomics and the list tests in
+// the per-(excerpt, neuron) kernel must give the same state bit for bit.
+TEST(CudaReduction, ParallelListTestsMatchCpuStateBitwise) {
+  NEXPLAIN_REQUIRE_GPU();
+  const CaptureParams p = reduction_params();
+  run_reduction_case(p, make_stream(11, 333, p.T, 300), {37, 64, 1, 90, 50, 58}, true, false, true);
+  run_reduction_case(p, make_stream(12, 200, p.T, 160), {40, 40, 3, 77}, true, true, true);
+  CaptureParams q = reduction_params();
+  q.T = 130;
+  q.K = 40;
+  q.R = 33;
+  q.Q = 9;
+  run_reduction_case(q, make_stream(14, 70, q.T, 120), {64, 20, 36}, true, false, true);
 }
 
 TEST(CudaReduction, EdgeParametersMatchCpuState) {

@@ -32,7 +32,10 @@ class EmulatedState {
  public:
   // As DeviceCaptureState's upload: a_.mom_* hold the CLOSED moment blocks, open_* the open
   // block; arrays without the split read as closed = the mom_* total, no open block.
-  EmulatedState(const CaptureParams& p, CaptureArrays a) : p_(p), a_(std::move(a)) {
+  // parallel_tests: the histogram and list tests in the per-(excerpt, neuron) pass
+  // (ForwardTuning::parallel_list_tests) instead of each neuron's loop.
+  EmulatedState(const CaptureParams& p, CaptureArrays a, bool parallel_tests = false)
+      : p_(p), a_(std::move(a)), parallel_(parallel_tests) {
     const std::size_t N = a_.n_neurons;
     open_.assign(N, Moments{});
     open_block_.assign(N, k::kNoOpenBlock);
@@ -67,6 +70,7 @@ class EmulatedState {
     lm3_.assign(bn, 0.0);
     lm4_.assign(bn, 0.0);
     cand_.assign(bn, 0);
+    flags_.assign(bn, ~std::uint64_t{0});  // garbage: every entry must be written by the tests pass
     sel_.assign(cap * N, 0);
     words_.resize(static_cast<std::size_t>(B));
     for (int e = 0; e < B; ++e) words_[static_cast<std::size_t>(e)] = hash_word(ids[e]);
@@ -78,8 +82,14 @@ class EmulatedState {
     w.lm4 = lm4_.data();
     w.cand = cand_.data();
     w.sel = sel_.data();
-    k::emulate_excerpt_stats(acts, bf16, B, p_.T, a_.n_neurons, true, w);
-    k::emulate_neuron_update(view(), acts, bf16, B, ids, words_.data(), w);
+    w.flags = flags_.data();
+    if (parallel_) {
+      k::emulate_excerpt_stats_tests(view(), acts, bf16, B, ids, words_.data(), w);
+      k::emulate_neuron_update(view(), acts, bf16, B, ids, words_.data(), w, true);
+    } else {
+      k::emulate_excerpt_stats(acts, bf16, B, p_.T, a_.n_neurons, true, w);
+      k::emulate_neuron_update(view(), acts, bf16, B, ids, words_.data(), w);
+    }
   }
 
   // As DeviceCaptureState's download: the split plus the total combine_moments(closed, open).
@@ -152,7 +162,8 @@ class EmulatedState {
   CaptureArrays a_;
   std::vector<float> maxima_;
   std::vector<double> lmean_, lm2_, lm3_, lm4_;
-  std::vector<std::uint64_t> cand_, words_;
+  std::vector<std::uint64_t> cand_, words_, flags_;
+  bool parallel_ = false;
   std::vector<std::uint32_t> sel_;
   std::vector<Moments> open_;  // as imported; the kernel works on the arrays below
   std::vector<std::uint64_t> open_count_, open_block_;
@@ -185,8 +196,8 @@ CaptureParams params() {
 // The stream through a CPU state and the emulated kernels; halfway, the emulated state restarts
 // from the CPU state's arrays (the start_main path). Moments must be bitwise here: the emulation
 // runs the same double operations as the CPU.
-void run_case(const CaptureParams& p, const Stream& s, const std::vector<std::size_t>& batches, bool with_boundaries,
-              bool bf16) {
+void run_case_mode(const CaptureParams& p, const Stream& s, const std::vector<std::size_t>& batches,
+                   bool with_boundaries, bool bf16, bool parallel_tests) {
   std::vector<float> acts = s.acts;
   std::vector<std::uint16_t> acts_bf16;
   if (bf16) {
@@ -204,7 +215,7 @@ void run_case(const CaptureParams& p, const Stream& s, const std::vector<std::si
     bounds = pre.boundaries(p.quantile_fractions);
   }
   CaptureState cpu(p, s.N, bounds);
-  EmulatedState emu(p, CaptureArrays::empty(p, s.N, bounds));
+  EmulatedState emu(p, CaptureArrays::empty(p, s.N, bounds), parallel_tests);
   std::size_t first = 0;
   for (std::size_t i = 0; i < batches.size(); ++i) {
     const std::size_t c = batches[i];
@@ -218,12 +229,22 @@ void run_case(const CaptureParams& p, const Stream& s, const std::vector<std::si
     first += c;
     if (i + 1 == batches.size() / 2) {
       ASSERT_TRUE(states_match(emu.arrays(), cpu.arrays(), 0.0, "emulated, first half"));
-      emu = EmulatedState(p, cpu.arrays());
+      emu = EmulatedState(p, cpu.arrays(), parallel_tests);
     }
   }
   EXPECT_TRUE(states_match(emu.arrays(), cpu.arrays(), 0.0, "emulated, final"));
   EXPECT_TRUE(splits_match(emu.arrays(), cpu.arrays()));
   EXPECT_NO_THROW({ const CaptureState st(p, emu.arrays()); });  // a valid host state
+}
+
+// Both ways of running the list tests: in each neuron's serial loop (the default) and in the
+// per-(excerpt, neuron) pass (ForwardTuning::parallel_list_tests).
+void run_case(const CaptureParams& p, const Stream& s, const std::vector<std::size_t>& batches, bool with_boundaries,
+              bool bf16) {
+  for (const bool parallel : {false, true}) {
+    SCOPED_TRACE(parallel ? "parallel list tests" : "list tests in the neuron loop");
+    run_case_mode(p, s, batches, with_boundaries, bf16, parallel);
+  }
 }
 
 }  // namespace

@@ -28,8 +28,8 @@ bool under_mpi_launcher() {
 void add_collect_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("collect",
                                  "Run the model over a sequences file and write per-neuron records (records.h5).\n"
-                                 "Results are identical for every --batch and --threads value, and for every MPI rank count\n"
-                                 "(mpirun -np N nexplain collect ...; docs/MPI.md).\n"
+                                 "Results are identical for every --batch and --threads value, and for every MPI rank count and\n"
+                                 "grid (mpirun -np N nexplain collect [--pipeline-stages P] ...; docs/MPI.md).\n"
                                  "Exit codes: 0 done, 1 error, 2 usage, 75 checkpointed after SIGUSR1/SIGTERM\n"
                                  "(rerun with the same --checkpoint to resume; Slurm: requeue).");
   auto o = std::make_shared<CollectOptions>();
@@ -52,12 +52,12 @@ void add_collect_command(CLI::App& app) {
   cmd->add_option("--precision", o->precision, "fp32 | tf32 | bf16 (cuda only; cpu is fp32)")->capture_default_str();
   auto d = std::make_shared<DistCollectOptions>();
   cmd->add_option("--pipeline-stages", d->pipeline_stages,
-                  "MPI: pipeline stages P (layer ranges); the other factor of the rank count is data parallelism "
-                  "(only P = 1 is implemented yet)")
+                  "MPI: pipeline stages P: the layers split into P contiguous ranges balanced by cost, hidden states "
+                  "passed stage to stage; the rank count / P is the number of data-parallel groups")
       ->capture_default_str();
   cmd->add_option("--checkpoint", d->checkpoint,
                   "Checkpoint file (HDF5): written at --checkpoint-every and on SIGUSR1/SIGTERM (then exit 75); "
-                  "resumed from automatically when it exists, with any rank count");
+                  "resumed from automatically when it exists, with any rank count and number of stages");
   cmd->add_option("--checkpoint-every", d->checkpoint_every, "Excerpts between periodic checkpoints (0 = only on a signal)")
       ->capture_default_str();
   cmd->callback([o, d] {
@@ -71,7 +71,10 @@ void add_collect_command(CLI::App& app) {
         MpiSession mpi;
         rank = mpi.rank();
         try {
-          ds = run_collect_mpi(*o, *d, mpi.world());
+          // Every rank has the collect role here; the communicator keeps collect's messages
+          // apart from whatever else the job runs on other roles (an explain pool).
+          const MpiComm ranks = mpi.split_roles(RankRole::collect);
+          ds = run_collect_mpi(*o, *d, ranks.get());
         } catch (const Error& e) {
           // The other ranks may wait in a collective: end them all.
           if (mpi.size() > 1) {

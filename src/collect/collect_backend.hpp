@@ -31,6 +31,11 @@ class CollectBackend {
   // Per selected layer, the moments accumulated since the last take, leaving them empty: the
   // MPI driver takes one moment block at a time (CaptureState::take_moments, docs/MPI.md).
   virtual std::vector<std::vector<Moments>> take_moments();
+
+  // Pipeline stage (docs/MPI.md): runs the backend's block range on the residual stream
+  // `hidden` [B*T, n_embd] in place, embedding `tokens` [B, T] into it first when they are
+  // given (stage 0). ids == nullptr: pre-pass (histograms); else the main pass with these ids.
+  virtual void stage(const std::uint32_t* tokens, float* hidden, const std::uint64_t* ids, int B);
 };
 
 }  // namespace nexplain

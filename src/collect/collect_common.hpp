@@ -37,8 +37,9 @@ void prepare_collect(const CollectOptions& o, CollectSetup& setup);
 nlohmann::json model_provenance(const std::filesystem::path& dir, const Gpt2Config& cfg);
 void check_tokens(std::span<const std::uint32_t> tokens, std::uint64_t first_id, std::uint32_t T, int vocab,
                   const std::filesystem::path& seqs);
+// [block_begin, block_end): a pipeline stage's blocks (CPU backend; -1 = up to the last layer).
 std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Gpt2Weights& w, const std::vector<int>& layers,
-                                             const CaptureParams& p);
+                                             const CaptureParams& p, int block_begin = 0, int block_end = -1);
 
 // Writes the records file of `states` (one per selected layer) at `path`; `extra` may add
 // datasets or attributes to the finished file (checkpoints).

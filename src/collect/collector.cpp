@@ -58,7 +58,7 @@ void check_tokens(std::span<const std::uint32_t> tokens, std::uint64_t first_id,
 }
 
 std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Gpt2Weights& w, const std::vector<int>& layers,
-                                             const CaptureParams& p) {
+                                             const CaptureParams& p, int block_begin, int block_end) {
   std::string device = o.device;
   if (device != "cpu" && device != "cuda" && device != "auto")
     fail("--device '{}': expected cpu, cuda or auto", device);
@@ -79,7 +79,7 @@ std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Gpt2
   if (device == "auto") device = "cpu";
 #endif
   if (o.precision != "fp32") fail("--precision {}: the CPU backend computes in fp32 only", o.precision);
-  return std::make_unique<CpuCollectBackend>(w, layers, p, o.threads);
+  return std::make_unique<CpuCollectBackend>(w, layers, p, o.threads, block_begin, block_end);
 }
 
 void prepare_collect(const CollectOptions& o, CollectSetup& su) {

@@ -28,8 +28,13 @@ class CpuCollectBackend::Sink : public ActivationSink {
 };
 
 CpuCollectBackend::CpuCollectBackend(const Gpt2Weights& weights, std::vector<int> layers, const CaptureParams& params,
-                                     int threads)
-    : model_(weights, threads), layers_(std::move(layers)), params_(params), threads_(model_.threads()) {
+                                     int threads, int block_begin, int block_end)
+    : model_(weights, threads),
+      layers_(std::move(layers)),
+      params_(params),
+      threads_(model_.threads()),
+      block_begin_(block_begin),
+      block_end_(block_end >= 0 ? block_end : (layers_.empty() ? 0 : layers_.back() + 1)) {
   for (std::size_t i = 0; i < layers_.size(); ++i) hists_.emplace_back(static_cast<std::uint32_t>(weights.config.n_inner));
 }
 
@@ -51,6 +56,17 @@ void CpuCollectBackend::main(const std::uint32_t* tokens, const std::uint64_t* i
   opt.first_layer = layers_.front();
   opt.last_layer = layers_.back();
   model_.forward(tokens, B, static_cast<int>(params_.T), opt, sink);
+}
+
+void CpuCollectBackend::stage(const std::uint32_t* tokens, float* hidden, const std::uint64_t* ids, int B) {
+  const int T = static_cast<int>(params_.T);
+  if (tokens != nullptr) model_.embed(tokens, B, T, hidden);
+  Sink sink(*this, ids);
+  // Captures only the selected layers (the sink ignores the others); an empty selection
+  // captures nothing (the range is then [begin, begin - 1]).
+  const int first = layers_.empty() ? block_begin_ : layers_.front();
+  const int last = layers_.empty() ? block_begin_ - 1 : layers_.back();
+  model_.run_blocks(hidden, B, T, block_begin_, block_end_, first, last, sink);
 }
 
 std::vector<std::vector<Moments>> CpuCollectBackend::take_moments() {

@@ -12,7 +12,10 @@ namespace nexplain {
 class CpuCollectBackend : public CollectBackend {
  public:
   // layers: ascending selected layers. threads: for the forward and the reductions.
-  CpuCollectBackend(const Gpt2Weights& weights, std::vector<int> layers, const CaptureParams& params, int threads);
+  // [block_begin, block_end): the blocks stage() runs (a pipeline stage; -1 = up to the last
+  // selected layer); `layers` are then the selected layers inside that range (may be none).
+  CpuCollectBackend(const Gpt2Weights& weights, std::vector<int> layers, const CaptureParams& params, int threads,
+                    int block_begin = 0, int block_end = -1);
   ~CpuCollectBackend() override;
 
   std::string name() const override { return "cpu:fp32"; }
@@ -22,6 +25,7 @@ class CpuCollectBackend : public CollectBackend {
   void main(const std::uint32_t* tokens, const std::uint64_t* ids, int B) override;
   std::vector<CaptureState> states() override { return states_; }
   std::vector<std::vector<Moments>> take_moments() override;
+  void stage(const std::uint32_t* tokens, float* hidden, const std::uint64_t* ids, int B) override;
 
  private:
   class Sink;
@@ -29,6 +33,7 @@ class CpuCollectBackend : public CollectBackend {
   std::vector<int> layers_;
   CaptureParams params_;
   int threads_;
+  int block_begin_, block_end_;
   std::vector<HistogramState> hists_;
   std::vector<CaptureState> states_;
 };

@@ -4,8 +4,11 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <functional>
 #include <string>
+#include <thread>
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "capture/hash.hpp"
@@ -16,9 +19,14 @@
 #include "core/error.hpp"
 #include "core/progress.hpp"
 #include "core/sha256.hpp"
+#include "dist/comm_clock.hpp"
+#include "dist/rank_grid.hpp"
+#include "dist/stage_link.hpp"
+#include "dist/stage_plan.hpp"
 #include "dist/state_wire.hpp"
 #include "dist/stop_signal.hpp"
 #include "io/records_file.hpp"
+#include "model/thread_pool.hpp"
 
 namespace nexplain {
 
@@ -27,12 +35,14 @@ using namespace collect_detail;
 
 namespace {
 
-constexpr int kTagState = 201;
+constexpr int kTagState = 201;      // stage members -> their stage root (stage communicator)
+constexpr int kTagStageRoot = 202;  // stage roots -> grid rank 0 (grid communicator)
 constexpr const char* kCheckpointKeyAttr = "checkpoint_key";
 constexpr const char* kCheckpointCursorAttr = "checkpoint_cursor";
 
 // What a checkpoint must match to be resumed: every input that changes the records. A run with
 // other parameters, layers, corpus or model refuses the checkpoint instead of mixing results.
+// The grid is not in it: any rank count and any number of stages resume the same checkpoint.
 std::string checkpoint_key(const CollectOptions& o, const CollectSetup& su) {
   nlohmann::json j;
   j["T"] = su.params.T;
@@ -56,31 +66,69 @@ std::uint64_t env_u64(const char* name) {
   return v ? std::strtoull(v, nullptr, 10) : 0;
 }
 
-struct Rank {
-  MPI_Comm comm;
-  int rank = 0, size = 1;
-  std::string who() const { return fmt::format("rank {}/{} (data group {}, stage 0)", rank, size, rank); }
+// The thread count collect uses for --threads (0 = all cores), as the CPU forward does.
+int backend_threads(int threads) {
+  return threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+// One stage's share of the plan: its blocks and the selected layers among them.
+struct StageWork {
+  StageRange range;
+  std::vector<int> layers;  // selected layers in the range, ascending (may be none)
 };
 
-// Rank 0 gathers every rank's states, merges them (samples and histograms merge exactly) and
-// folds in the running moment total; other ranks send theirs. Returns the merged states on
-// rank 0, nothing elsewhere.
-std::vector<CaptureState> merge_to_root(const Rank& r, std::vector<CaptureState> mine, const CollectSetup& su,
-                                        const std::vector<std::vector<double>>& bounds,
-                                        const std::vector<std::vector<Moments>>& total) {
-  if (r.rank != 0) {
-    for (const auto& s : mine) send_bytes(pack_state(s), 0, kTagState, r.comm);
+StageWork stage_work(const StageRange& r, const std::vector<int>& selected) {
+  StageWork w{r, {}};
+  for (int l : selected)
+    if (l >= r.block_begin && l < r.block_end) w.layers.push_back(l);
+  return w;
+}
+
+std::string layer_list(const std::vector<int>& layers) {
+  if (layers.empty()) return "no layers";
+  if (layers.back() - layers.front() + 1 == static_cast<int>(layers.size()))
+    return layers.size() == 1 ? fmt::format("layer {}", layers.front())
+                              : fmt::format("layers {}-{}", layers.front(), layers.back());
+  return fmt::format("layers {}", fmt::join(layers, ","));
+}
+
+// Merges every rank's states: within a stage on the stage root (samples and histograms merge
+// exactly; the moments become the canonical block-ordered total), then the stage roots send
+// their layers to grid rank 0. Returns all selected layers' states, in layer order, on grid
+// rank 0 and nothing elsewhere. Rank 0 thus holds every layer once (docs/MPI.md, Limits).
+std::vector<CaptureState> merge_to_root(const RankGrid& g, std::vector<CaptureState> mine, const CollectSetup& su,
+                                        const std::vector<StageRange>& plan,
+                                        const std::vector<std::vector<Moments>>& total, CommClock& clock) {
+  const auto n_inner = static_cast<std::uint32_t>(su.cfg.n_inner);
+  if (!g.stage_root()) {
+    clock([&] {
+      for (const auto& s : mine) send_bytes(pack_state(s), 0, kTagState, g.stage_comm());
+    });
     return {};
   }
-  for (int src = 1; src < r.size; ++src) {
-    for (std::size_t l = 0; l < mine.size(); ++l) {
-      const auto bytes = recv_bytes(src, kTagState, r.comm);
-      mine[l].merge(unpack_state(mine[l].params(), static_cast<std::uint32_t>(su.cfg.n_inner), bounds[l], bytes));
+  for (int src = 1; src < g.groups(); ++src) {
+    for (auto& s : mine) {
+      std::vector<std::uint8_t> bytes;
+      clock([&] { bytes = recv_bytes(src, kTagState, g.stage_comm()); });
+      s.merge(unpack_state(s.params(), n_inner, s.arrays().boundaries, bytes));
     }
   }
   for (std::size_t l = 0; l < mine.size(); ++l) {
     mine[l].take_moments();  // rank states hold no moments between blocks; the total is canonical
     mine[l].fold_moments(total[l]);
+  }
+  if (g.rank() != 0) {
+    clock([&] {
+      for (const auto& s : mine) send_state(s, 0, kTagStageRoot, g.comm());
+    });
+    return {};
+  }
+  for (int s = 1; s < g.stages(); ++s) {
+    for (int layer : stage_work(plan[static_cast<std::size_t>(s)], su.layers).layers) {
+      CaptureParams lp = su.params;
+      lp.layer = static_cast<std::uint32_t>(layer);
+      clock([&] { mine.push_back(recv_state(lp, n_inner, s, kTagStageRoot, g.comm())); });
+    }
   }
   return mine;
 }
@@ -89,46 +137,60 @@ std::vector<CaptureState> merge_to_root(const Rank& r, std::vector<CaptureState>
 
 DistCollectSummary run_collect_mpi(const CollectOptions& o, const DistCollectOptions& d, MPI_Comm comm) {
   const auto t0 = std::chrono::steady_clock::now();
-  Rank r{comm};
-  MPI_Comm_rank(comm, &r.rank);
-  MPI_Comm_size(comm, &r.size);
-  if (d.pipeline_stages < 1) fail("--pipeline-stages {}: must be at least 1", d.pipeline_stages);
-  if (r.size % d.pipeline_stages != 0)
-    fail("--pipeline-stages {} does not divide the {} MPI ranks", d.pipeline_stages, r.size);
-  if (d.pipeline_stages > 1)
-    fail("--pipeline-stages {}: pipeline stages are not implemented yet; run with data parallelism only "
-         "(--pipeline-stages 1, every rank holds all selected layers)",
-         d.pipeline_stages);
   if (d.checkpoint_every > 0 && d.checkpoint.empty()) fail("--checkpoint-every needs --checkpoint PATH");
-  const int D = r.size;
+  const RankGrid grid(comm, d.pipeline_stages);
+  const int P = grid.stages(), D = grid.groups();
   install_stop_handlers();
+  CommClock clock;
 
   std::unique_ptr<AtomicOutput> out;
-  if (r.rank == 0) out = std::make_unique<AtomicOutput>(o.out);
+  if (grid.rank() == 0) out = std::make_unique<AtomicOutput>(o.out);
   CollectSetup su;
   prepare_collect(o, su);
   const auto T = su.T;
   const std::uint64_t N = su.N;
-  const std::size_t L = su.layers.size();
   const auto n_inner = static_cast<std::uint32_t>(su.cfg.n_inner);
+  const auto C = static_cast<std::size_t>(su.cfg.n_embd);
   const std::string key = d.checkpoint.empty() ? std::string() : checkpoint_key(o, su);
 
+  // ---- the stage plan (same on every rank) and this rank's blocks and layers
+  const auto plan = split_stages(block_costs(su.cfg, T, su.layers), embedding_cost(su.cfg), P);
+  const StageWork me = stage_work(plan[static_cast<std::size_t>(grid.stage())], su.layers);
+  const std::size_t Ls = me.layers.size();
   Gpt2LoadOptions lo;
-  lo.last_layer = su.layers.back();
+  lo.first_layer = me.range.block_begin;
+  lo.last_layer = me.range.block_end - 1;
+  lo.embeddings = grid.first_stage();  // later stages never see tokens
   lo.final_norm = false;
+  // The CUDA backend neither exports moment blocks nor runs pipeline stages yet: refuse it
+  // before any work instead of after the pre-pass; --device auto means the CPU backend here.
+  if (o.device == "cuda")
+    fail("--device cuda: the MPI collect (mpirun, --checkpoint or --pipeline-stages) runs the CPU backend only "
+         "for now; use --device cpu (docs/MPI.md)");
+  CollectOptions bo = o;
+  if (bo.device == "auto") bo.device = "cpu";
   const auto weights = Gpt2Weights::load(o.model_dir, lo);
-  auto backend = make_backend(o, weights, su.layers, su.params);
-  if (r.rank == 0)
-    spdlog::info("collect: {} excerpts x {} tokens over {} ranks (grid: {} data groups x 1 stage), layers {}..{}, "
-                 "backend {}, moment block {} excerpts",
-                 N, T, r.size, D, su.layers.front(), su.layers.back(), backend->name(), kMomentBlock);
+  auto backend = make_backend(bo, weights, me.layers, su.params, me.range.block_begin, me.range.block_end);
+  if (grid.rank() == 0) {
+    spdlog::info("collect: {} excerpts x {} tokens on {} ranks = {} data groups x {} pipeline stages, {}, backend {}, "
+                 "moment block {} excerpts",
+                 N, T, grid.size(), D, P, layer_list(su.layers), backend->name(), kMomentBlock);
+    for (int s = 0; s < P; ++s) {
+      const auto& r = plan[static_cast<std::size_t>(s)];
+      spdlog::info("collect: stage {}: {}, captures {} (estimated {:.3g} FLOP per token)", s, describe(r),
+                   layer_list(stage_work(r, su.layers).layers), r.cost);
+    }
+    if (P > 1)
+      spdlog::info("collect: hidden states pass between stages in host buffers, {} excerpts per micro-batch ({})",
+                   o.batch, StageLink::mpi_cuda_aware() ? "the MPI is CUDA-aware" : "the MPI is not CUDA-aware");
+  }
+  spdlog::info("collect: {}: runs {}, captures {}, reduces moment blocks {}, {} + {}, ...", grid.who(),
+                describe(me.range), layer_list(me.layers), grid.group(), grid.group(), D);
 
-  // ---- resume: rank 0 reads the checkpoint; cursor, pre-pass size and boundaries go to all
+  // ---- resume: rank 0 checks the checkpoint; each stage root reads its own layers from it
   std::uint64_t cursor = 0, pre_n = 0;
   int resumed = 0;
-  std::vector<std::vector<double>> bounds(L);
-  std::vector<CaptureState> ckpt_states;
-  if (r.rank == 0 && !d.checkpoint.empty() && fs::exists(d.checkpoint)) {
+  if (grid.rank() == 0 && !d.checkpoint.empty() && fs::exists(d.checkpoint)) {
     auto f = h5::File::open_read(d.checkpoint);
     if (!f.has_attr(kCheckpointKeyAttr)) fail("--checkpoint {}: not a collect checkpoint", d.checkpoint.string());
     if (f.attr_string(kCheckpointKeyAttr) != key)
@@ -136,150 +198,249 @@ DistCollectSummary run_collect_mpi(const CollectOptions& o, const DistCollectOpt
            "rerun with the original options",
            d.checkpoint.string());
     cursor = static_cast<std::uint64_t>(f.attr_int(kCheckpointCursorAttr));
-    RecordsFile rf(d.checkpoint);
-    pre_n = rf.meta().prepass_excerpts;
-    for (std::size_t l = 0; l < L; ++l) {
-      ckpt_states.push_back(rf.layer_state(su.layers[l]));
-      bounds[l] = ckpt_states.back().arrays().boundaries;
-    }
+    pre_n = RecordsFile(d.checkpoint).meta().prepass_excerpts;
     resumed = 1;
   }
-  MPI_Bcast(&resumed, 1, MPI_INT, 0, comm);
-  MPI_Bcast(&cursor, 1, MPI_UINT64_T, 0, comm);
-  MPI_Bcast(&pre_n, 1, MPI_UINT64_T, 0, comm);
+  MPI_Bcast(&resumed, 1, MPI_INT, 0, grid.comm());
+  MPI_Bcast(&cursor, 1, MPI_UINT64_T, 0, grid.comm());
+  MPI_Bcast(&pre_n, 1, MPI_UINT64_T, 0, grid.comm());
+
+  // ---- micro-batches through this rank's blocks; with P > 1 the hidden states arrive from the
+  // previous stage and leave for the next one through the link
+  std::unique_ptr<StageLink> link;
+  if (P > 1)
+    link = std::make_unique<StageLink>(grid.group_comm(), grid.stage(), P,
+                                       static_cast<std::size_t>(o.batch) * T * C, clock);
+  std::size_t mb = 0;             // micro-batches through the link so far
+  std::uint64_t main_tokens = 0;  // tokens run through this rank's blocks in the main pass
+  std::vector<std::uint32_t> tokens;
+  std::vector<std::uint64_t> ids;
+  // Runs excerpts id_at(0..n-1) (ascending) in micro-batches of --batch; main: reduce into the
+  // states (else the pre-pass histograms).
+  auto run_batches = [&](std::uint64_t n, const std::function<std::uint64_t(std::uint64_t)>& id_at, bool main) {
+    const auto B = static_cast<std::uint64_t>(o.batch);
+    const std::uint64_t nb = (n + B - 1) / B;
+    auto floats = [&](std::uint64_t k) { return static_cast<std::size_t>(std::min(B, n - k * B)) * T * C; };
+    if (link && nb > 0) link->prepare(mb, floats(0));
+    for (std::uint64_t k = 0; k < nb; ++k) {
+      const std::uint64_t b = std::min(B, n - k * B);
+      if (link && k + 1 < nb) link->prepare(mb + 1, floats(k + 1));
+      float* hidden = link ? link->acquire(mb) : nullptr;
+      ids.resize(b);
+      for (std::uint64_t j = 0; j < b; ++j) ids[j] = id_at(k * B + j);
+      if (grid.first_stage()) {
+        tokens.resize(b * T);
+        if (ids[b - 1] - ids[0] == b - 1) {  // consecutive (the main pass): one read
+          su.seqs.read(ids[0], b, tokens.data());
+          check_tokens(tokens, ids[0], T, su.cfg.vocab_size, o.sequences);
+        } else {
+          for (std::uint64_t j = 0; j < b; ++j) {
+            su.seqs.read(ids[j], 1, tokens.data() + j * T);
+            check_tokens(std::span<const std::uint32_t>(tokens.data() + j * T, T), ids[j], T, su.cfg.vocab_size,
+                         o.sequences);
+          }
+        }
+      }
+      const std::uint64_t* idp = main ? ids.data() : nullptr;
+      if (!link) {
+        if (main) backend->main(tokens.data(), idp, static_cast<int>(b));
+        else backend->prepass(tokens.data(), static_cast<int>(b));
+      } else {
+        backend->stage(grid.first_stage() ? tokens.data() : nullptr, hidden, idp, static_cast<int>(b));
+        link->send(mb, static_cast<std::size_t>(b) * T * C);
+      }
+      ++mb;
+      if (main) main_tokens += b * T;
+    }
+  };
+
+  std::vector<std::vector<double>> bounds(Ls);
+  std::vector<CaptureState> ckpt_states;
   if (resumed) {
+    if (grid.stage_root()) {
+      RecordsFile rf(d.checkpoint);
+      for (std::size_t l = 0; l < Ls; ++l) {
+        ckpt_states.push_back(rf.layer_state(me.layers[l]));
+        bounds[l] = ckpt_states.back().arrays().boundaries;
+      }
+    }
     for (auto& b : bounds) {
       std::uint64_t n = b.size();
-      MPI_Bcast(&n, 1, MPI_UINT64_T, 0, comm);
+      MPI_Bcast(&n, 1, MPI_UINT64_T, 0, grid.stage_comm());
       b.resize(n);
-      MPI_Bcast(b.data(), static_cast<int>(n), MPI_DOUBLE, 0, comm);
+      MPI_Bcast(b.data(), static_cast<int>(n), MPI_DOUBLE, 0, grid.stage_comm());
     }
-    if (r.rank == 0) spdlog::info("collect: {}: resuming from checkpoint {} at excerpt {} of {}", r.who(),
-                                  d.checkpoint.string(), cursor, N);
+    if (grid.rank() == 0)
+      spdlog::info("collect: {}: resuming from checkpoint {} at excerpt {} of {}", grid.who(), d.checkpoint.string(),
+                   cursor, N);
   } else if (su.rate > 0 && !su.params.quantile_fractions.empty()) {
-    // ---- pre-pass: the hashed subset dealt round-robin; histograms are integers, so the
-    // allreduced counts (and the boundaries) are identical on every rank and to one process
+    // ---- pre-pass: the hashed subset dealt round-robin over the data groups; histograms are
+    // integers, so the per-stage sums (and the boundaries) equal one process's bit for bit
     std::vector<std::uint64_t> subset;
     for (std::uint64_t id = 0; id < N; ++id)
       if (excerpt_in_prepass(su.params.seed, id, su.rate)) subset.push_back(id);
     pre_n = subset.size();
-    std::vector<std::uint64_t> mine;
-    for (std::size_t i = static_cast<std::size_t>(r.rank); i < subset.size(); i += static_cast<std::size_t>(D))
-      mine.push_back(subset[i]);
-    std::vector<std::uint32_t> tokens, row(T);
-    for (std::size_t i = 0; i < mine.size(); i += static_cast<std::size_t>(o.batch)) {
-      const std::size_t b = std::min<std::size_t>(static_cast<std::size_t>(o.batch), mine.size() - i);
-      tokens.resize(b * T);
-      for (std::size_t j = 0; j < b; ++j) {
-        su.seqs.read(mine[i + j], 1, row.data());
-        check_tokens(row, mine[i + j], T, su.cfg.vocab_size, o.sequences);
-        std::copy(row.begin(), row.end(), tokens.begin() + static_cast<std::ptrdiff_t>(j * T));
-      }
-      backend->prepass(tokens.data(), static_cast<int>(b));
-    }
+    const auto g = static_cast<std::uint64_t>(grid.group());
+    const std::uint64_t mine = subset.size() > g ? (subset.size() - g + static_cast<std::uint64_t>(D) - 1) / static_cast<std::uint64_t>(D) : 0;
+    run_batches(mine, [&](std::uint64_t i) { return subset[g + i * static_cast<std::uint64_t>(D)]; }, false);
     auto hists = backend->histograms();
-    for (std::size_t l = 0; l < L; ++l) {
+    for (std::size_t l = 0; l < Ls; ++l) {
       std::vector<std::uint64_t> counts = hists[l].counts();
-      MPI_Allreduce(MPI_IN_PLACE, counts.data(), static_cast<int>(counts.size()), MPI_UINT64_T, MPI_SUM, comm);
+      clock([&] {
+        MPI_Allreduce(MPI_IN_PLACE, counts.data(), static_cast<int>(counts.size()), MPI_UINT64_T, MPI_SUM,
+                      grid.stage_comm());
+      });
       bounds[l] = HistogramState(n_inner, std::move(counts)).boundaries(su.params.quantile_fractions);
     }
-    if (r.rank == 0) spdlog::info("collect: {}: pre-pass over {} excerpts done", r.who(), pre_n);
+    if (grid.rank() == 0) spdlog::info("collect: {}: pre-pass over {} excerpts done", grid.who(), pre_n);
   }
   if (cursor % kMomentBlock != 0 && cursor != N)
     fail("--checkpoint {}: cursor {} is not at a moment block boundary", d.checkpoint.string(), cursor);
 
-  // ---- states: rank 0 continues the checkpointed state; the running moment total lives on
-  // rank 0 only and is folded block by block in block order
-  std::vector<std::vector<Moments>> total(L, std::vector<Moments>(n_inner));
+  // ---- states: each stage root continues the checkpointed state of its layers; the running
+  // moment totals live on the stage roots only and are folded block by block in block order
+  std::vector<std::vector<Moments>> total(Ls, std::vector<Moments>(n_inner));
   std::vector<CaptureState> states;
-  for (std::size_t l = 0; l < L; ++l) {
+  for (std::size_t l = 0; l < Ls; ++l) {
     if (!ckpt_states.empty()) {
       total[l] = ckpt_states[l].take_moments();
       states.push_back(std::move(ckpt_states[l]));
       continue;
     }
     CaptureParams lp = su.params;
-    lp.layer = static_cast<std::uint32_t>(su.layers[l]);
+    lp.layer = static_cast<std::uint32_t>(me.layers[l]);
     states.emplace_back(lp, n_inner, bounds[l]);
   }
   backend->start_main(std::move(states));
 
-  // ---- main pass in rounds: round k gives block first + k*D + g to data group g
+  // ---- main pass in rounds: round k gives moment block first + k*D + g to data group g
   const std::uint64_t n_blocks = (N + kMomentBlock - 1) / kMomentBlock;
-  spdlog::debug("collect: {}: reduces moment blocks {}, {} + {}, ... of {}", r.who(), cursor / kMomentBlock + r.rank,
-                cursor / kMomentBlock + r.rank, D, n_blocks);
   const std::uint64_t resumed_from = cursor;
-  const std::uint64_t stop_at = env_u64("NEXPLAIN_TEST_STOP_AT"), kill_at = env_u64("NEXPLAIN_TEST_KILL_AT");
+  const std::uint64_t stop_at = env_u64("NEXPLAIN_TEST_STOP_AT"), kill_at = env_u64("NEXPLAIN_TEST_KILL_AT"),
+                      hold_at = env_u64("NEXPLAIN_TEST_HOLD_AT");
+  bool held = false;
   std::uint64_t last_ckpt = cursor;
   const auto tm = std::chrono::steady_clock::now();
+  const double comm_before_main = clock.seconds();
   std::unique_ptr<Progress> prog;
-  if (r.rank == 0) {
+  if (grid.rank() == 0) {
     prog = std::make_unique<Progress>("collect", N * T, "tokens");
     prog->set_already_done(cursor * T);
   }
-  const std::size_t mom_bytes = L * n_inner * sizeof(Moments);
-  std::vector<Moments> my_moms(L * n_inner), all_moms(r.rank == 0 ? static_cast<std::size_t>(D) * L * n_inner : 0);
-  std::vector<std::uint32_t> tokens;
-  std::vector<std::uint64_t> ids;
+  const std::size_t mom_bytes = Ls * n_inner * sizeof(Moments);
+  std::unique_ptr<ThreadPool> fold_pool;
+  if (grid.stage_root() && Ls > 0) fold_pool = std::make_unique<ThreadPool>(backend_threads(o.threads));
+  std::vector<Moments> my_moms(Ls * n_inner), all_moms(grid.stage_root() ? static_cast<std::size_t>(D) * Ls * n_inner : 0);
+  // The stop flag (a signal on any rank) is agreed on with a non-blocking allreduce started at
+  // one round boundary and completed at the next, so no boundary makes the pipeline drain; the
+  // checkpoint is written at the boundary where the agreement completes.
+  struct StopVote {
+    int out = 0, in = 0;
+    MPI_Request req = MPI_REQUEST_NULL;
+  };
+  // On the heap, and leaked if an error unwinds while the allreduce is in flight (the job is
+  // then aborted, and MPI may still write the result).
+  auto* vote = new StopVote;
+  struct VoteGuard {
+    StopVote* v;
+    ~VoteGuard() {
+      if (v->req == MPI_REQUEST_NULL) delete v;
+    }
+  } vote_guard{vote};
   bool checkpointed = false;
   for (std::uint64_t first = cursor / kMomentBlock; first < n_blocks; first += static_cast<std::uint64_t>(D)) {
-    const std::uint64_t block = first + static_cast<std::uint64_t>(r.rank);
+    const std::uint64_t block = first + static_cast<std::uint64_t>(grid.group());
     std::fill(my_moms.begin(), my_moms.end(), Moments{});
     if (block < n_blocks) {
-      const std::uint64_t b_end = std::min(N, (block + 1) * kMomentBlock);
-      for (std::uint64_t e = block * kMomentBlock; e < b_end; e += static_cast<std::uint64_t>(o.batch)) {
-        const std::uint64_t b = std::min<std::uint64_t>(static_cast<std::uint64_t>(o.batch), b_end - e);
-        tokens.resize(b * T);
-        su.seqs.read(e, b, tokens.data());
-        check_tokens(tokens, e, T, su.cfg.vocab_size, o.sequences);
-        ids.resize(b);
-        for (std::uint64_t j = 0; j < b; ++j) ids[j] = e + j;
-        backend->main(tokens.data(), ids.data(), static_cast<int>(b));
-      }
+      const std::uint64_t b0 = block * kMomentBlock, b_end = std::min(N, (block + 1) * kMomentBlock);
+      run_batches(b_end - b0, [&](std::uint64_t i) { return b0 + i; }, true);
       const auto blk = backend->take_moments();
-      for (std::size_t l = 0; l < L; ++l) std::copy(blk[l].begin(), blk[l].end(), my_moms.begin() + static_cast<std::ptrdiff_t>(l * n_inner));
+      for (std::size_t l = 0; l < Ls; ++l)
+        std::copy(blk[l].begin(), blk[l].end(), my_moms.begin() + static_cast<std::ptrdiff_t>(l * n_inner));
     }
-    MPI_Gather(my_moms.data(), static_cast<int>(mom_bytes), MPI_BYTE, all_moms.data(), static_cast<int>(mom_bytes),
-               MPI_BYTE, 0, comm);
-    if (r.rank == 0)
-      for (int g = 0; g < D; ++g)  // rank order is block order within the round
-        for (std::size_t l = 0; l < L; ++l)
-          for (std::uint32_t n = 0; n < n_inner; ++n)
-            total[l][n] = combine_moments(total[l][n], all_moms[(static_cast<std::size_t>(g) * L + l) * n_inner + n]);
+    if (Ls > 0) {
+      clock([&] {
+        MPI_Gather(my_moms.data(), static_cast<int>(mom_bytes), MPI_BYTE, all_moms.data(), static_cast<int>(mom_bytes),
+                   MPI_BYTE, 0, grid.stage_comm());
+      });
+      // Group order is block order within the round. Each neuron's chain of combines is
+      // sequential, but neurons are independent: the fold runs on the rank's threads (at GPU
+      // rates a one-thread fold of all layers would be slower than a round; docs/MPI.md).
+      if (grid.stage_root())
+        fold_pool->parallel_for(static_cast<std::int64_t>(Ls * n_inner), [&](std::int64_t i0, std::int64_t i1, int) {
+          for (std::int64_t i = i0; i < i1; ++i) {
+            const auto l = static_cast<std::size_t>(i) / n_inner, n = static_cast<std::size_t>(i) % n_inner;
+            for (int g = 0; g < D; ++g)
+              total[l][n] = combine_moments(total[l][n], all_moms[(static_cast<std::size_t>(g) * Ls + l) * n_inner + n]);
+          }
+        });
+    }
     cursor = std::min(N, (first + static_cast<std::uint64_t>(D)) * kMomentBlock);
     if (prog) prog->update((cursor - resumed_from) * T);
-    if (stop_at > 0 && cursor >= stop_at && r.rank == r.size - 1) std::raise(SIGUSR1);
+    if (stop_at > 0 && cursor >= stop_at && grid.rank() == grid.size() - 1) std::raise(SIGUSR1);
+    if (hold_at > 0 && cursor >= hold_at && !held && cursor < N) {
+      // Test hook: wait here for a real signal (sent to mpirun by the test), proving that it
+      // reaches every rank; the message tells the test that the main pass is under way.
+      held = true;
+      if (grid.rank() == 0) spdlog::warn("collect: {}: holding at excerpt {} until a signal arrives (test hook)", grid.who(), cursor);
+      for (int i = 0; i < 6000 && !stop_requested(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (!stop_requested()) fail("collect: {}: no signal arrived within 60 s (NEXPLAIN_TEST_HOLD_AT)", grid.who());
+    }
 
-    // ---- checkpoint decision: every rank must agree, so the signal flag is allreduced
-    int stop = stop_requested() ? 1 : 0;
-    MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, comm);
+    // ---- checkpoint decision: every rank must agree
+    int stop = 0;
+    if (vote->req != MPI_REQUEST_NULL) {
+      clock([&] { MPI_Wait(&vote->req, MPI_STATUS_IGNORE); });
+      stop = vote->in;
+    }
+    if (cursor >= N) stop = 0;  // the stream is done: writing the records is as quick as a checkpoint
     const bool periodic = d.checkpoint_every > 0 && cursor - last_ckpt >= d.checkpoint_every && cursor < N;
-    if (stop && d.checkpoint.empty()) fail("collect: {}: stopped by a signal; no --checkpoint was given", r.who());
+    if (stop && d.checkpoint.empty()) fail("collect: {}: stopped by a signal; no --checkpoint was given", grid.who());
     if (stop || periodic) {
-      auto merged = merge_to_root(r, backend->states(), su, bounds, total);
-      if (r.rank == 0) {
+      auto merged = merge_to_root(grid, backend->states(), su, plan, total, clock);
+      if (grid.rank() == 0) {
         AtomicOutput ck(d.checkpoint);
         write_collect_records(ck.temp_path(), o, su, pre_n, backend->name(), merged, [&](h5::File& f) {
           f.set_attr_string(kCheckpointKeyAttr, key);
           f.set_attr_int(kCheckpointCursorAttr, static_cast<std::int64_t>(cursor));
         });
         ck.commit();
-        spdlog::info("collect: {}: checkpoint at excerpt {} of {} written to {}", r.who(), cursor, N,
+        spdlog::info("collect: {}: checkpoint at excerpt {} of {} written to {}", grid.who(), cursor, N,
                      d.checkpoint.string());
       }
       last_ckpt = cursor;
-      MPI_Barrier(comm);  // the checkpoint is on disk before anyone may die
-      if (kill_at > 0 && cursor >= kill_at && r.rank == r.size - 1) std::raise(SIGKILL);
+      clock([&] { MPI_Barrier(grid.comm()); });  // the checkpoint is on disk before anyone may die
+      if (kill_at > 0 && cursor >= kill_at && grid.rank() == grid.size() - 1) std::raise(SIGKILL);
       if (stop) {
         checkpointed = true;
         break;
       }
     }
+    if (cursor < N) {
+      vote->out = stop_requested() ? 1 : 0;
+      MPI_Iallreduce(&vote->out, &vote->in, 1, MPI_INT, MPI_MAX, grid.comm(), &vote->req);
+    }
   }
+  if (link) link->finish();
   const double main_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tm).count();
   if (prog) prog->finish();
 
   DistCollectSummary s;
+  s.stages = P;
+  s.groups = D;
+  s.self = {grid.rank(), grid.stage(), grid.group(), me.range.block_end - me.range.block_begin, main_s,
+            clock.seconds() - comm_before_main, main_tokens};
+  s.ranks.resize(grid.rank() == 0 ? static_cast<std::size_t>(grid.size()) : 0);
+  MPI_Gather(&s.self, sizeof(RankTiming), MPI_BYTE, s.ranks.data(), sizeof(RankTiming), MPI_BYTE, 0, grid.comm());
+  spdlog::debug("collect: {}: main pass {:.2f} s, {} tokens through {}, {:.0f}% of it blocked in MPI", grid.who(),
+                main_s, main_tokens, describe(me.range), main_s > 0 ? 100.0 * s.self.comm_s / main_s : 0.0);
+  if (grid.rank() == 0 && main_s > 0) {
+    double worst = 0.0;
+    for (const auto& r : s.ranks) worst = std::max(worst, r.main_s > 0 ? r.comm_s / r.main_s : 0.0);
+    spdlog::info("collect: main pass {:.1f} s, {} tokens/s over {} ranks; time blocked in MPI up to {:.0f}% on a rank",
+                 main_s, Progress::human(static_cast<double>((cursor - resumed_from) * T) / main_s), grid.size(),
+                 100.0 * worst);
+  }
   s.resumed_from = resumed_from;
   s.checkpointed = checkpointed;
   s.collect.backend = backend->name();
@@ -288,19 +449,20 @@ DistCollectSummary run_collect_mpi(const CollectOptions& o, const DistCollectOpt
   s.collect.prepass_excerpts = pre_n;
   s.collect.main_tokens_per_s = main_s > 0 ? static_cast<double>((cursor - resumed_from) * T) / main_s : 0.0;
   if (checkpointed) {
-    if (r.rank == 0) spdlog::warn("collect: stopped by a signal at excerpt {} of {}; rerun to resume (exit {})", cursor,
-                                  N, static_cast<int>(kExitCheckpointed));
+    if (grid.rank() == 0)
+      spdlog::warn("collect: stopped by a signal at excerpt {} of {}; rerun to resume (exit {})", cursor, N,
+                   static_cast<int>(kExitCheckpointed));
     return s;
   }
 
-  // ---- final merge on rank 0 and the one records file
-  auto merged = merge_to_root(r, backend->states(), su, bounds, total);
-  if (r.rank == 0) {
+  // ---- final merge (per stage, then on grid rank 0) and the one records file
+  auto merged = merge_to_root(grid, backend->states(), su, plan, total, clock);
+  if (grid.rank() == 0) {
     write_collect_records(out->temp_path(), o, su, pre_n, backend->name(), merged, {});
     out->commit();
     if (!d.checkpoint.empty() && fs::exists(d.checkpoint)) fs::remove(d.checkpoint);  // finished: nothing to resume
   }
-  MPI_Barrier(comm);
+  MPI_Barrier(grid.comm());
   s.collect.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return s;
 }

@@ -24,6 +24,10 @@ MpiSession::~MpiSession() {
   }
 }
 
+MpiComm MpiSession::split_roles(RankRole role) const {
+  return MpiComm::split(MPI_COMM_WORLD, static_cast<int>(role), rank_);
+}
+
 void MpiSession::abort(int code) const {
   MPI_Abort(MPI_COMM_WORLD, code);
   std::exit(code);

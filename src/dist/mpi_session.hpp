@@ -4,7 +4,14 @@
 // the single-process and the mpirun runs take the same code path.
 #include <mpi.h>
 
+#include "dist/mpi_comm.hpp"
+
 namespace nexplain {
+
+// Rank roles of one job. Every rank of a role gets one communicator (MpiSession::split_roles),
+// so a job can run collect on some ranks and an explain pool on others, or collect first and
+// the explain pool afterwards on the same ranks, without their messages ever meeting.
+enum class RankRole : int { collect = 0, explain = 1, idle = 2 };
 
 class MpiSession {
  public:
@@ -16,6 +23,10 @@ class MpiSession {
   MPI_Comm world() const { return MPI_COMM_WORLD; }
   int rank() const { return rank_; }
   int size() const { return size_; }
+
+  // Collective over the world: the ranks that pass the same role share the returned
+  // communicator, ordered by world rank. Commands run on it instead of on MPI_COMM_WORLD.
+  MpiComm split_roles(RankRole role) const;
 
   // Ends every rank (after a rank caught an error the others cannot know about).
   [[noreturn]] void abort(int code) const;

@@ -1,8 +1,17 @@
-// `collect` under mpirun: records are byte-identical for every rank count, and checkpoints
-// (signal, periodic, kill -9) resume to the same bytes, also with another rank count.
+// `collect` under mpirun: records are byte-identical for every rank count and grid (data
+// groups x pipeline stages), and checkpoints (signal, periodic, kill -9, a real SIGUSR1 sent to
+// mpirun) resume to the same bytes, also with another rank count or number of stages.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <random>
+#include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -47,8 +56,8 @@ class MpiCollect : public ::testing::Test {
   }
   std::vector<std::string> collect_args(const fs::path& out, int batch, const std::vector<std::string>& extra = {}) const {
     std::vector<std::string> a{NEXPLAIN_CLI, "collect", "--model", model_.string(), "--corpus", seqs_.string(), "--out",
-                               out.string(), "--batch", std::to_string(batch), "--threads", "1", "--top-k", "6",
-                               "--random", "5", "--quantile-samples", "2", "--log-level", "warn"};
+                               out.string(), "--batch", std::to_string(batch), "--threads", std::to_string(threads_), "--top-k", "6",
+                               "--random", "5", "--quantile-samples", "2", "--log-level", log_level_};
     a.insert(a.end(), extra.begin(), extra.end());
     return a;
   }
@@ -82,29 +91,67 @@ class MpiCollect : public ::testing::Test {
   test::TempDir dir_;
   fs::path model_, seqs_;
   std::map<std::string, std::vector<std::uint8_t>> ref_;
+  std::string log_level_ = "warn";
+  int threads_ = 1;
 };
 
 }  // namespace
 
 TEST_F(MpiCollect, RecordsAreIdenticalForEveryRankCount) {
+  reference();
   for (auto [np, batch] : {std::pair{1, 64}, {2, 7}, {3, 100}, {4, 32}}) {
     const auto out = dir_ / ("np" + std::to_string(np) + ".h5");
+    threads_ = np == 2 ? 3 : 1;  // -np 2 also folds the moments on 3 threads (neurons split 3 ways)
     auto r = mpirun(np, out, batch);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     expect_identical(out, "-np " + std::to_string(np));
   }
 }
 
+TEST_F(MpiCollect, RecordsAreIdenticalForEveryPipelineGrid) {
+  // {ranks, stages, batch}: D=1 x P=2, D=1 x P=3 (4 blocks: 1+1+2), D=2 x P=2, D=1 x P=4.
+  for (auto [np, P, batch] : {std::tuple{2, 2, 16}, {3, 3, 50}, {4, 2, 7}, {4, 4, 64}}) {
+    const std::string what = "-np " + std::to_string(np) + " --pipeline-stages " + std::to_string(P);
+    const auto out = dir_ / ("np" + std::to_string(np) + "p" + std::to_string(P) + ".h5");
+    auto r = mpirun(np, out, batch, {"--pipeline-stages", std::to_string(P)});
+    ASSERT_EQ(r.exit_code, 0) << what << "\n" << r.err;
+    expect_identical(out, what);
+  }
+}
+
+TEST_F(MpiCollect, PipelineStagesWithoutCapturedLayersPassHiddenStatesOn) {
+  // Layers 1 and 3 on 3 stages (blocks 0 | 1 | 2-3): stage 0 captures nothing, yet feeds the others.
+  const auto ref = dir_ / "ref13.h5";
+  auto a = collect_args(ref, 64, {"--layers", "1,3"});
+  a.erase(a.begin());
+  auto r = test::run_cli(a);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto out = dir_ / "p3.h5";
+  log_level_ = "info";
+  r = mpirun(3, out, 32, {"--layers", "1,3", "--pipeline-stages", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("stage 0: block 0, captures no layers"));
+  EXPECT_THAT(r.err, HasSubstr("stage 1: block 1, captures layer 1"));
+  EXPECT_THAT(r.err, HasSubstr("stage 2: blocks 2-3, captures layer 3"));
+  EXPECT_THAT(r.err, HasSubstr("3 ranks = 1 data groups x 3 pipeline stages"));
+  EXPECT_THAT(r.err, HasSubstr("time blocked in MPI up to"));
+  const auto want = test::hdf5_dataset_bytes(ref);
+  auto got = test::hdf5_dataset_bytes(out);
+  ASSERT_EQ(got.size(), want.size());
+  for (const auto& [name, bytes] : want) EXPECT_TRUE(got[name] == bytes) << name << " differs";
+}
+
 TEST_F(MpiCollect, SignalCheckpointsAndResumesWithAnotherRankCount) {
   const auto ck = dir_ / "ck.h5";
   const auto out = dir_ / "rec.h5";
-  // SIGUSR1 raised in the last rank after the first round (2 blocks = 512 excerpts).
+  // SIGUSR1 raised in the last rank after the first round (2 blocks = 512 excerpts); the ranks
+  // agree on it at the next round boundary, 1024.
   auto r = mpirun(2, out, 32, {"--checkpoint", ck.string()}, {"NEXPLAIN_TEST_STOP_AT=512"});
   EXPECT_EQ(r.exit_code, 75) << r.err;
   EXPECT_TRUE(fs::exists(ck));
   EXPECT_FALSE(fs::exists(out));
   auto f = h5::File::open_read(ck);
-  EXPECT_EQ(f.attr_int("checkpoint_cursor"), 512);
+  EXPECT_EQ(f.attr_int("checkpoint_cursor"), 1024);
   // Resume on 3 ranks, without the hook: finishes, identical to the uninterrupted run.
   r = mpirun(3, out, 16, {"--checkpoint", ck.string()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -112,15 +159,28 @@ TEST_F(MpiCollect, SignalCheckpointsAndResumesWithAnotherRankCount) {
   EXPECT_FALSE(fs::exists(ck)) << "a finished run removes its checkpoint";
 }
 
-TEST_F(MpiCollect, SignalOnOneRankResumesOnTheSameRankCount) {
+TEST_F(MpiCollect, SignalInAPipelineResumesOnTheSameGrid) {
   const auto ck = dir_ / "ck.h5";
   const auto out = dir_ / "rec.h5";
-  auto r = mpirun(3, out, 64, {"--checkpoint", ck.string()}, {"NEXPLAIN_TEST_STOP_AT=700"});
+  // 3 stages, one data group: rounds of one block. Raised at 512 on the last stage, agreed at 768.
+  auto r = mpirun(3, out, 64, {"--checkpoint", ck.string(), "--pipeline-stages", "3"}, {"NEXPLAIN_TEST_STOP_AT=300"});
   EXPECT_EQ(r.exit_code, 75) << r.err;
   EXPECT_EQ(h5::File::open_read(ck).attr_int("checkpoint_cursor"), 768);
-  r = mpirun(3, out, 64, {"--checkpoint", ck.string()});
+  r = mpirun(3, out, 64, {"--checkpoint", ck.string(), "--pipeline-stages", "3"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  expect_identical(out, "resumed on 3 ranks");
+  expect_identical(out, "resumed on 3 stages");
+}
+
+TEST_F(MpiCollect, CheckpointResumesOnAnotherNumberOfStages) {
+  const auto ck = dir_ / "ck.h5";
+  const auto out = dir_ / "rec.h5";
+  // D=2 x P=2 stops at 1024; D=1 x P=3 finishes it.
+  auto r = mpirun(4, out, 32, {"--checkpoint", ck.string(), "--pipeline-stages", "2"}, {"NEXPLAIN_TEST_STOP_AT=1"});
+  EXPECT_EQ(r.exit_code, 75) << r.err;
+  EXPECT_EQ(h5::File::open_read(ck).attr_int("checkpoint_cursor"), 1024);
+  r = mpirun(3, out, 32, {"--checkpoint", ck.string(), "--pipeline-stages", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_identical(out, "2x2 grid resumed on 3 stages");
 }
 
 TEST_F(MpiCollect, KillNineLosesOnlyTheWorkSinceTheLastCheckpoint) {
@@ -139,6 +199,106 @@ TEST_F(MpiCollect, KillNineLosesOnlyTheWorkSinceTheLastCheckpoint) {
   expect_identical(out, "resumed on 3 ranks after kill -9");
 }
 
+TEST_F(MpiCollect, KillNineOfAPipelineStageResumesOnOneRank) {
+  const auto ck = dir_ / "ck.h5";
+  const auto out = dir_ / "rec.h5";
+  // 2 stages: the last stage dies right after the periodic checkpoint at 768.
+  auto r = mpirun(2, out, 64, {"--checkpoint", ck.string(), "--checkpoint-every", "700", "--pipeline-stages", "2"},
+                  {"NEXPLAIN_TEST_KILL_AT=700"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.exit_code, 75);
+  ASSERT_TRUE(fs::exists(ck));
+  EXPECT_EQ(h5::File::open_read(ck).attr_int("checkpoint_cursor"), 768);
+  r = mpirun(1, out, 64, {"--checkpoint", ck.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_identical(out, "2 stages killed, resumed on 1 rank");
+}
+
+namespace {
+
+// mpirun started in its own process group with output to files, for a test that signals it.
+struct BackgroundJob {
+  pid_t pid = -1;
+  fs::path err;
+  bool running() const { return pid > 0; }
+  // Exit code, or -1 after `timeout` (then the whole process group is killed).
+  int wait(std::chrono::seconds timeout) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    while (std::chrono::steady_clock::now() < until) {
+      if (waitpid(pid, &status, WNOHANG) == pid) {
+        pid = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    kill(-pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    pid = -1;
+    return -1;
+  }
+  ~BackgroundJob() {
+    if (running()) wait(std::chrono::seconds(0));
+  }
+};
+
+BackgroundJob spawn_in_group(const std::vector<std::string>& argv, const fs::path& out, const fs::path& err,
+                             const std::vector<std::string>& env) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  std::vector<std::string> envs;
+  for (char** e = environ; *e; ++e) envs.emplace_back(*e);
+  envs.insert(envs.end(), env.begin(), env.end());
+  std::vector<char*> envp;
+  for (auto& e : envs) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  BackgroundJob job;
+  job.err = err;
+  if (posix_spawnp(&job.pid, args[0], &fa, &attr, args.data(), envp.data()) != 0) job.pid = -1;
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  return job;
+}
+
+}  // namespace
+
+TEST_F(MpiCollect, RealSigusr1SentToMpirunCheckpointsAndExits75) {
+  const auto ck = dir_ / "ck.h5";
+  const auto out = dir_ / "rec.h5";
+  // 2 stages (one data group, rounds of 256 excerpts). The hook makes every rank wait at 256
+  // until the signal has reached it; mpirun forwards SIGUSR1 to all ranks; they agree at 512.
+  std::vector<std::string> argv{"mpirun", "--oversubscribe", "--allow-run-as-root", "-np", "2",
+                                "-x", "NEXPLAIN_TEST_HOLD_AT=256"};
+  const auto a = collect_args(out, 64, {"--checkpoint", ck.string(), "--pipeline-stages", "2"});
+  argv.insert(argv.end(), a.begin(), a.end());
+  auto job = spawn_in_group(argv, dir_ / "job.out", dir_ / "job.err", {"NEXPLAIN_TEST_HOLD_AT=256"});
+  ASSERT_TRUE(job.running()) << "could not start mpirun";
+  bool holding = false;
+  for (int i = 0; i < 3000 && !holding; ++i) {  // up to 60 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    holding = test::read_file(job.err).find("until a signal arrives") != std::string::npos;
+  }
+  ASSERT_TRUE(holding) << test::read_file(job.err);
+  ASSERT_EQ(kill(job.pid, SIGUSR1), 0);
+  EXPECT_EQ(job.wait(std::chrono::seconds(60)), 75) << test::read_file(job.err);
+  ASSERT_TRUE(fs::exists(ck));
+  EXPECT_EQ(h5::File::open_read(ck).attr_int("checkpoint_cursor"), 512);
+  EXPECT_FALSE(fs::exists(out));
+  auto r = mpirun(1, out, 64, {"--checkpoint", ck.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_identical(out, "resumed on 1 rank after a real SIGUSR1 to mpirun");
+}
+
 TEST_F(MpiCollect, MismatchedCheckpointIsRefused) {
   const auto ck = dir_ / "ck.h5";
   const auto out = dir_ / "rec.h5";
@@ -152,10 +312,19 @@ TEST_F(MpiCollect, MismatchedCheckpointIsRefused) {
   EXPECT_FALSE(fs::exists(out));
 }
 
-TEST_F(MpiCollect, PipelineStagesAreNotYetImplemented) {
-  auto r = mpirun(2, dir_ / "rec.h5", 64, {"--pipeline-stages", "2"});
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.err, HasSubstr("pipeline stages are not implemented yet"));
-  r = mpirun(3, dir_ / "rec.h5", 64, {"--pipeline-stages", "2"});
-  EXPECT_THAT(r.err, HasSubstr("does not divide the 3 MPI ranks"));
+TEST_F(MpiCollect, BadGridsAreRefused) {
+  auto r = mpirun(3, dir_ / "rec.h5", 64, {"--pipeline-stages", "2"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("--pipeline-stages 2 does not divide the 3 MPI ranks"));
+  r = mpirun(1, dir_ / "rec.h5", 64, {"--pipeline-stages", "0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("--pipeline-stages 0: must be at least 1"));
+  // Layers 0-1 run only 2 blocks: 4 stages cannot each get one.
+  r = mpirun(4, dir_ / "rec.h5", 64, {"--pipeline-stages", "4", "--layers", "0-1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("collect runs only 2 transformer blocks"));
+  r = mpirun(2, dir_ / "rec.h5", 64, {"--device", "cuda"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("--device cuda: the MPI collect"));
+  EXPECT_FALSE(fs::exists(dir_ / "rec.h5"));
 }

@@ -1,6 +1,7 @@
 // `nexplain explain`: explain, simulate and score neurons from a records file, journaled and
 // resumable; under mpirun rank 0 coordinates and the other ranks are the request pool.
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 #include <spdlog/spdlog.h>
@@ -88,6 +89,14 @@ void add_explain_command(CLI::App& app) {
     if (!o->read_batch.empty()) read_batches(run, o->read_batch, mpi.rank(), mpi.world());
     const auto summary = run_explain(run, mpi.world());
     if (mpi.rank() != 0) return;
+    if (summary.checkpointed) {
+      // SIGUSR1/SIGTERM: everything finished is in the journal; "requeue me", a rerun resumes.
+      std::printf("explain: stopped by a signal; finished neurons are journaled in %s, rerun to resume\n",
+                  (run.out_dir / "journal.jsonl").string().c_str());
+      std::fflush(stdout);
+      MPI_Finalize();  // before exit; the session's destructor sees MPI finalized
+      std::exit(kExitCheckpointed);
+    }
     if (summary.batch_pending > 0) {
       std::printf("write-batch: %llu requests written in %llu shards; manifest %s\n",
                   static_cast<unsigned long long>(summary.batch_requests), static_cast<unsigned long long>(summary.batch_shards),

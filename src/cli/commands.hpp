@@ -14,5 +14,10 @@ void add_inspect_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_explain_command(CLI::App& app);
 void add_sweep_command(CLI::App& app);
+void add_submit_command(CLI::App& app);
+void add_status_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
+void add_report_command(CLI::App& app);
+void add_plan_command(CLI::App& app);
 
 }  // namespace nexplain::cli

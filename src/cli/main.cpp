@@ -31,6 +31,11 @@ int main(int argc, char** argv) {
   nexplain::cli::add_export_command(app);
   nexplain::cli::add_explain_command(app);
   nexplain::cli::add_sweep_command(app);
+  nexplain::cli::add_submit_command(app);
+  nexplain::cli::add_status_command(app);
+  nexplain::cli::add_serve_command(app);
+  nexplain::cli::add_report_command(app);
+  nexplain::cli::add_plan_command(app);
 
   // Logging must be set up before any subcommand callback runs.
   app.parse_complete_callback([&] { nexplain::setup_logging(log_level); });

@@ -13,6 +13,7 @@
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "core/progress.hpp"
+#include "dist/stop_signal.hpp"
 #include "explain/neuron_task.hpp"
 #include "io/records_file.hpp"
 #include "llm/batch_router.hpp"
@@ -247,6 +248,9 @@ ExplainSummary run_explain(const ExplainRunOptions& o, MPI_Comm comm) {
       fail("--write-batch runs as one process (it sends nothing, so a request pool has nothing to do); run it without mpirun");
   }
   const int n_workers = std::max(1, size - 1);
+  // Every rank: the signal goes to all tasks; only the coordinator's flag decides, the workers
+  // must merely survive it.
+  install_stop_handlers();
 
   if (rank != 0) {
     // ---------------------------------------------------------------- worker rank
@@ -305,9 +309,18 @@ ExplainSummary run_explain(const ExplainRunOptions& o, MPI_Comm comm) {
   };
 
   std::uint64_t batch_pending = 0, batch_requests = 0, batch_shards = 0;
+  bool stopped = false;
+  // On a stop signal: start nothing new; what is in flight still finishes and is journaled.
+  auto stop_now = [&] {
+    if (!stop_requested() || pending.empty()) return;
+    spdlog::warn("explain: stop signal: {} neurons not started; finishing those in flight, then exit 75", pending.size());
+    pending.clear();
+    stopped = true;
+  };
   if (size == 1) {
     Worker worker(o, 1.0);
     while (!pending.empty() || worker.inflight() > 0) {
+      stop_now();
       while (!pending.empty() && worker.inflight() < worker.capacity()) {
         worker.add(pending.front());
         pending.pop_front();
@@ -338,6 +351,7 @@ ExplainSummary run_explain(const ExplainRunOptions& o, MPI_Comm comm) {
         told_pause.clear();
       }
       json reply = {{"neurons", json::array()}};
+      stop_now();
       if (!worker_error.empty()) {
         reply["stop"] = true;
       } else {
@@ -358,6 +372,13 @@ ExplainSummary run_explain(const ExplainRunOptions& o, MPI_Comm comm) {
     if (!worker_error.empty()) fail("explain worker: {}", worker_error);
   }
   prog.finish();
+  if (stopped) {
+    ExplainSummary s;
+    s.resumed = resumed;
+    s.checkpointed = true;
+    s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return s;
+  }
 
   // Consolidate: one line per requested neuron, in (layer, neuron) order, from the journal.
   std::vector<NeuronResult> results;

@@ -7,6 +7,9 @@
 // worker running its own LLM client loop with an equal share of the rate budget; a 429 seen by
 // one worker pauses all of them. Results do not depend on the rank count or on resume points.
 //
+// Signals: SIGUSR1/SIGTERM (Slurm --signal, preemption) stop handing out neurons; the run
+// finishes those in flight and returns with `checkpointed` set (exit 75 in the CLI).
+//
 // Crash safety: every finished neuron is an fsync'd journal line (<out>/journal.jsonl), every
 // LLM answer is in the response cache (<out>/cache), so a killed run resumes where it stopped
 // and re-sends nothing already answered.
@@ -48,6 +51,9 @@ struct ExplainSummary {
   // requests written and shards; "" when no batch was written.
   std::uint64_t batch_pending = 0, batch_requests = 0, batch_shards = 0;
   std::string batch_manifest;
+  // SIGUSR1/SIGTERM arrived: no new neurons were started, those in flight were journaled, and
+  // results.jsonl was not written; the caller exits 75 ("requeue me") and a rerun resumes.
+  bool checkpointed = false;
 };
 
 // Where the response cache lives: settings.cache_dir, else <out>/cache.

@@ -26,15 +26,15 @@ std::string_view trim(std::string_view s) {
 // Accumulates p * value over activation tokens given as (token, logprob) pairs. The largest
 // logprob is subtracted before exponentiating so tiny probabilities do not all underflow to 0.
 template <typename Pairs>
-double expected_from_pairs(const Pairs& pairs) {
+double expected_from_pairs(const Pairs& pairs, int scale_max) {
   double best = -INFINITY;
   for (const auto& [tok, lp] : pairs)
-    if (std::isfinite(lp) && activation_token_value(tok)) best = std::max(best, lp);
+    if (std::isfinite(lp) && activation_token_value(tok, scale_max)) best = std::max(best, lp);
   if (!std::isfinite(best)) return 0.0;
   double num = 0.0, den = 0.0;
   for (const auto& [tok, lp] : pairs) {
     if (!std::isfinite(lp)) continue;
-    const auto v = activation_token_value(tok);
+    const auto v = activation_token_value(tok, scale_max);
     if (!v) continue;
     const double p = std::exp(lp - best);
     num += p * *v;
@@ -45,25 +45,25 @@ double expected_from_pairs(const Pairs& pairs) {
 
 }  // namespace
 
-std::optional<int> activation_token_value(std::string_view token) {
+std::optional<int> activation_token_value(std::string_view token, int scale_max) {
   const std::string_view t = trim(token);
-  if (t.size() == 1 && t[0] >= '0' && t[0] <= '9') return t[0] - '0';
-  if (t == "10") return 10;
+  if (t.size() == 1 && t[0] >= '0' && t[0] <= '9' && t[0] - '0' <= scale_max) return t[0] - '0';
+  if (t == "10" && scale_max >= 10) return 10;
   return std::nullopt;
 }
 
-double expected_activation(const std::map<std::string, double>& top_logprobs) {
-  return expected_from_pairs(top_logprobs);
+double expected_activation(const std::map<std::string, double>& top_logprobs, int scale_max) {
+  return expected_from_pairs(top_logprobs, scale_max);
 }
 
-double expected_activation(std::span<const TopLogprob> top_logprobs) {
+double expected_activation(std::span<const TopLogprob> top_logprobs, int scale_max) {
   std::vector<std::pair<std::string_view, double>> pairs;
   pairs.reserve(top_logprobs.size());
   for (const auto& t : top_logprobs) pairs.emplace_back(t.token, t.logprob);
-  return expected_from_pairs(pairs);
+  return expected_from_pairs(pairs, scale_max);
 }
 
-double expected_activation(const TokenLogprob& token) {
+double expected_activation(const TokenLogprob& token, int scale_max) {
   std::vector<std::pair<std::string_view, double>> pairs;
   pairs.reserve(token.top.size() + 1);
   bool listed = false;
@@ -72,7 +72,7 @@ double expected_activation(const TokenLogprob& token) {
     listed = listed || t.token == token.token;
   }
   if (!listed) pairs.emplace_back(token.token, token.logprob);
-  return expected_from_pairs(pairs);
+  return expected_from_pairs(pairs, scale_max);
 }
 
 std::vector<std::size_t> token_start_offsets(std::span<const TokenLogprob> tokens) {
@@ -101,13 +101,14 @@ std::optional<std::size_t> token_covering(std::span<const std::size_t> starts, s
   return static_cast<std::size_t>(it - token_starts.begin()) - 1;
 }
 
-std::vector<double> expected_activations_at(std::span<const TokenLogprob> tokens, std::span<const std::size_t> offsets) {
+std::vector<double> expected_activations_at(std::span<const TokenLogprob> tokens, std::span<const std::size_t> offsets,
+                                            int scale_max) {
   const auto starts = token_start_offsets(tokens);
   std::vector<double> out;
   out.reserve(offsets.size());
   for (std::size_t off : offsets) {
     const auto i = token_covering(starts, off);
-    out.push_back(i ? expected_activation(tokens[*i]) : 0.0);
+    out.push_back(i ? expected_activation(tokens[*i], scale_max) : 0.0);
   }
   return out;
 }

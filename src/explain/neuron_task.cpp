@@ -5,6 +5,7 @@
 #include "core/error.hpp"
 #include "explain/offline_explainer.hpp"
 #include "explain/offline_simulator.hpp"
+#include "explain/simulator_scale.hpp"
 
 namespace nexplain {
 
@@ -38,16 +39,18 @@ void NeuronTask::fail_with(const std::string& why) {
 }
 
 // Scores on the true activations. Correlation does not care about scale; the squared and
-// absolute scores compare on the simulators' 0..10 scale, so the truth is put on it too (10 *
-// max(x, 0) / m, m = the largest activation among the scored excerpts, not floored).
+// absolute scores compare on the simulators' 0..M scale (M = 10, or 9, simulator_scale.hpp), so
+// the truth is put on it too (M * max(x, 0) / m, m = the largest activation among the scored
+// excerpts, not floored). The offline simulator always predicts on 0..10.
 void NeuronTask::finish_with_scores() {
+  const double scale_top = settings_.mode == "llm" ? settings_.simulator_scale_max : kDefaultScaleMax;
   double m = 0.0;
   for (const auto* e : scored_)
     for (float a : e->acts) m = std::max(m, static_cast<double>(a));
   std::vector<ScoredExcerpt> top, random;
   for (std::size_t i = 0; i < scored_.size(); ++i) {
     ScoredExcerpt s;
-    for (float a : scored_[i]->acts) s.truth.push_back(m > 0 ? 10.0 * std::max(0.0, static_cast<double>(a)) / m : 0.0);
+    for (float a : scored_[i]->acts) s.truth.push_back(m > 0 ? scale_top * std::max(0.0, static_cast<double>(a)) / m : 0.0);
     s.pred = result_.simulated[i].predicted;
     (i < splits_.valid_top.size() ? top : random).push_back(std::move(s));
   }
@@ -111,13 +114,14 @@ std::vector<LlmRequest> NeuronTask::on_result(const LlmResult& r) {
       for (std::size_t i = 0; i < scored_.size(); ++i) {
         const std::string tag = result_.key() + "/sim/" + std::to_string(i);
         if (settings_.simulator_kind == "all_at_once") {
-          prompts_.push_back(build_simulation_prompt_all_at_once(result_.explanation, scored_tokens_[i]));
+          prompts_.push_back(
+              build_simulation_prompt_all_at_once(result_.explanation, scored_tokens_[i], settings_.simulator_scale_max));
           CompletionParams c;
           c.prompt = prompts_.back().prompt;
           reqs.push_back(make_completion_request("simulator", tag, c));
         } else {
           ChatParams c;
-          c.messages = build_simulation_messages_chat(result_.explanation, scored_tokens_[i]);
+          c.messages = build_simulation_messages_chat(result_.explanation, scored_tokens_[i], settings_.simulator_scale_max);
           c.max_tokens = static_cast<int>(scored_tokens_[i].size()) * 8 + 32;
           c.top_logprobs = settings_.simulator_kind == "chat_logprobs" ? 5 : 0;
           reqs.push_back(make_chat_request("simulator", tag, c));
@@ -131,8 +135,9 @@ std::vector<LlmRequest> NeuronTask::on_result(const LlmResult& r) {
     const std::size_t i = std::stoul(r.tag.substr(r.tag.rfind('/') + 1));
     SimulationParse parsed;
     if (settings_.simulator_kind == "all_at_once") parsed = parse_simulation_prompt_logprobs(prompts_.at(i), choice.logprobs);
-    else if (settings_.simulator_kind == "chat_logprobs") parsed = parse_simulation_chat_logprobs(choice.logprobs, scored_tokens_[i]);
-    else parsed = parse_simulation_no_logprobs(choice.text, scored_tokens_[i]);
+    else if (settings_.simulator_kind == "chat_logprobs")
+      parsed = parse_simulation_chat_logprobs(choice.logprobs, scored_tokens_[i], settings_.simulator_scale_max);
+    else parsed = parse_simulation_no_logprobs(choice.text, scored_tokens_[i], settings_.simulator_scale_max);
     result_.simulated.at(i).predicted = std::move(parsed.values);
     if (pending_ == 0) finish_with_scores();
   } catch (const Error& e) {

@@ -40,9 +40,10 @@ const std::vector<FewShotNeuron>& few_shot_neurons() {
   return neurons;
 }
 
-std::vector<int> int_values(const ActivationExcerpt& e) {
+// The few-shot values (written on 0..10) on the simulator's scale.
+std::vector<int> int_values(const ActivationExcerpt& e, int scale_max = kDefaultScaleMax) {
   std::vector<int> v;
-  for (float a : e.activations) v.push_back(static_cast<int>(a));
+  for (float a : e.activations) v.push_back(rescale_value(static_cast<int>(a), scale_max));
   return v;
 }
 
@@ -88,27 +89,29 @@ std::vector<std::size_t> find_all(std::string_view hay, std::string_view needle)
 }
 
 // The simulator instructions shared by the completion and chat prompts.
-std::string simulator_intro() {
+std::string simulator_intro(int scale_max) {
   return "Each neuron of a language model responds to some pattern in text. Below, a short explanation of what a "
          "neuron responds to is followed by an excerpt of text split into tokens, one token per line. After each "
-         "token and a tab comes the neuron's activation on it: an integer from 0 (no response) to 10 (its "
-         "strongest response). The explanation alone determines the activations. Most tokens get 0.\n";
+         "token and a tab comes the neuron's activation on it: an integer from 0 (no response) to " +
+         std::to_string(scale_max) +
+         " (its strongest response). The explanation alone determines the activations. Most tokens get 0.\n";
 }
 
-// A number written as a value: leading integer or decimal, clamped to 0..10.
-std::optional<double> written_value(std::string_view v) {
+// A number written as a value: leading integer or decimal, clamped to 0..scale_max.
+std::optional<double> written_value(std::string_view v, int scale_max) {
   v = trim(v);
   double x = 0.0;
   const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
   if (ec != std::errc() || p == v.data() || !std::isfinite(x)) return std::nullopt;
-  return std::clamp(x, 0.0, 10.0);
+  return std::clamp(x, 0.0, static_cast<double>(scale_max));
 }
 
-SimulationParse values_from_lines(const std::vector<AnswerLine>& lines, const std::vector<long>& index) {
+SimulationParse values_from_lines(const std::vector<AnswerLine>& lines, const std::vector<long>& index, int scale_max) {
   SimulationParse out;
   out.values.assign(index.size(), 0.0);
   for (std::size_t i = 0; i < index.size(); ++i) {
-    const auto v = index[i] >= 0 ? written_value(lines[static_cast<std::size_t>(index[i])].value) : std::nullopt;
+    const auto v =
+        index[i] >= 0 ? written_value(lines[static_cast<std::size_t>(index[i])].value, scale_max) : std::nullopt;
     if (v) out.values[i] = *v;
     else ++out.missing;
   }
@@ -179,16 +182,18 @@ std::string parse_explanation(std::string_view completion) {
 
 // ---------------------------------------------------------------- simulator (a)
 
-SimulationPrompt build_simulation_prompt_all_at_once(std::string_view explanation, const std::vector<std::string>& tokens) {
+SimulationPrompt build_simulation_prompt_all_at_once(std::string_view explanation, const std::vector<std::string>& tokens,
+                                                     int scale_max) {
   const std::string lead = lead_in_sentence();
   SimulationPrompt p;
-  p.prompt = simulator_intro();
+  p.scale_max = scale_max;
+  p.prompt = simulator_intro(scale_max);
   char name = 'A';
   for (const auto& n : few_shot_neurons()) {
     const auto& e = n.excerpts.front();
     p.prompt += "\nNeuron ";
     p.prompt += name++;
-    p.prompt += "\nExplanation: " + lead + " " + n.explanation + ".\n" + format_excerpt(e.tokens, int_values(e));
+    p.prompt += "\nExplanation: " + lead + " " + n.explanation + ".\n" + format_excerpt(e.tokens, int_values(e, scale_max));
   }
   p.prompt += "\nNeuron ";
   p.prompt += name;
@@ -226,27 +231,28 @@ SimulationParse parse_simulation_prompt_logprobs(const SimulationPrompt& prompt,
     offsets.push_back(in_echo[k]);
     which.push_back(i);
   }
-  const auto ev = expected_activations_at(echoed, offsets);
+  const auto ev = expected_activations_at(echoed, offsets, prompt.scale_max);
   for (std::size_t j = 0; j < which.size(); ++j) out.values[which[j]] = ev[j];
   return out;
 }
 
 // ---------------------------------------------------------------- simulators (b), (c)
 
-std::vector<ChatMessage> build_simulation_messages_chat(std::string_view explanation, const std::vector<std::string>& tokens) {
+std::vector<ChatMessage> build_simulation_messages_chat(std::string_view explanation, const std::vector<std::string>& tokens,
+                                                       int scale_max) {
   const std::string lead = lead_in_sentence();
   const auto ask = [&](std::string_view expl, const std::vector<std::string>& toks) {
     return "Explanation: " + lead + " " + std::string(expl) + ".\n" + format_excerpt_for_simulation(toks, kUnknownValue) +
            "Replace each \"" + std::string(kUnknownValue) + "\" with the activation.";
   };
   std::vector<ChatMessage> m;
-  m.push_back({"system", simulator_intro() +
+  m.push_back({"system", simulator_intro(scale_max) +
                              "Copy the excerpt line by line, in order, between <start> and <end>: each token exactly "
                              "as given, a tab, then your predicted activation as an integer. Write nothing else."});
   for (const auto& n : few_shot_neurons()) {
     const auto& e = n.excerpts.front();
     m.push_back({"user", ask(n.explanation, e.tokens)});
-    m.push_back({"assistant", format_excerpt(e.tokens, int_values(e))});
+    m.push_back({"assistant", format_excerpt(e.tokens, int_values(e, scale_max))});
   }
   m.push_back({"user", ask(one_line(explanation), tokens)});
   return m;
@@ -296,7 +302,8 @@ std::vector<long> align_answer_lines(const std::vector<AnswerLine>& lines, const
   return index;
 }
 
-SimulationParse parse_simulation_chat_logprobs(std::span<const TokenLogprob> generated, const std::vector<std::string>& tokens) {
+SimulationParse parse_simulation_chat_logprobs(std::span<const TokenLogprob> generated, const std::vector<std::string>& tokens,
+                                               int scale_max) {
   const std::string text = joined_token_text(generated);
   const auto lines = parse_answer_lines(text);
   const auto index = align_answer_lines(lines, tokens);
@@ -311,21 +318,21 @@ SimulationParse parse_simulation_chat_logprobs(std::span<const TokenLogprob> gen
     offsets.push_back(lines[static_cast<std::size_t>(index[i])].value_offset);
     which.push_back(i);
   }
-  const auto ev = expected_activations_at(generated, offsets);
+  const auto ev = expected_activations_at(generated, offsets, scale_max);
   for (std::size_t j = 0; j < which.size(); ++j) out.values[which[j]] = ev[j];
   return out;
 }
 
-SimulationParse parse_simulation_no_logprobs(std::string_view text, std::size_t n_tokens) {
+SimulationParse parse_simulation_no_logprobs(std::string_view text, std::size_t n_tokens, int scale_max) {
   const auto lines = parse_answer_lines(text);
   std::vector<long> index(n_tokens, -1);
   for (std::size_t i = 0; i < n_tokens && i < lines.size(); ++i) index[i] = static_cast<long>(i);
-  return values_from_lines(lines, index);
+  return values_from_lines(lines, index, scale_max);
 }
 
-SimulationParse parse_simulation_no_logprobs(std::string_view text, const std::vector<std::string>& tokens) {
+SimulationParse parse_simulation_no_logprobs(std::string_view text, const std::vector<std::string>& tokens, int scale_max) {
   const auto lines = parse_answer_lines(text);
-  return values_from_lines(lines, align_answer_lines(lines, tokens));
+  return values_from_lines(lines, align_answer_lines(lines, tokens), scale_max);
 }
 
 }  // namespace nexplain

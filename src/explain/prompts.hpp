@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "explain/activation_format.hpp"
+#include "explain/simulator_scale.hpp"
 #include "llm/request.hpp"
 #include "llm/response.hpp"
 
@@ -48,7 +49,7 @@ std::string parse_explanation(std::string_view completion);
 
 // ---------------------------------------------------------------- simulators
 
-// How well a simulation answer could be read: values[i] is the prediction for token i (0..10),
+// How well a simulation answer could be read: values[i] is the prediction for token i (0..scale),
 // `missing` counts tokens for which the answer held no value (their prediction is 0.0).
 struct SimulationParse {
   std::vector<double> values;
@@ -58,11 +59,15 @@ struct SimulationParse {
 // (a) A legacy-completions prompt (send with echo = true, logprobs >= 5, max_tokens = 1): the
 // few-shot neurons with their values, then the explanation and one `token<TAB>unknown` line per
 // token. unknown_offsets[i] is the byte offset in `prompt` of the "unknown" on token i's line.
+// `scale_max` (10, or 9 for a simulator that cannot write "10" as one token; simulator_scale.hpp)
+// is the top of the scale the prompt states, the few-shot values use and the parser reads.
 struct SimulationPrompt {
   std::string prompt;
   std::vector<std::size_t> unknown_offsets;
+  int scale_max = kDefaultScaleMax;
 };
-SimulationPrompt build_simulation_prompt_all_at_once(std::string_view explanation, const std::vector<std::string>& tokens);
+SimulationPrompt build_simulation_prompt_all_at_once(std::string_view explanation, const std::vector<std::string>& tokens,
+                                                     int scale_max = kDefaultScaleMax);
 
 // Reads (a)'s answer: `echoed` = the logprobs of the echoed prompt tokens (plus any generated
 // ones). At each "unknown" the prediction is expected_activation of the token that covers its
@@ -73,18 +78,22 @@ SimulationParse parse_simulation_prompt_logprobs(const SimulationPrompt& prompt,
 
 // (b)/(c) Chat messages asking the model to copy each token and write its value:
 // `token<TAB>value` lines between <start> and <end>.
-std::vector<ChatMessage> build_simulation_messages_chat(std::string_view explanation, const std::vector<std::string>& tokens);
+std::vector<ChatMessage> build_simulation_messages_chat(std::string_view explanation, const std::vector<std::string>& tokens,
+                                                       int scale_max = kDefaultScaleMax);
 
 // (b) Reads the chat answer's logprobs (`generated` = the completion's tokens with their
 // top_logprobs): each `token<TAB>value` line is matched to a token (see align below) and its
 // prediction is expected_activation at the value's first character.
-SimulationParse parse_simulation_chat_logprobs(std::span<const TokenLogprob> generated, const std::vector<std::string>& tokens);
+SimulationParse parse_simulation_chat_logprobs(std::span<const TokenLogprob> generated, const std::vector<std::string>& tokens,
+                                               int scale_max = kDefaultScaleMax);
 
-// (c) The integers written in the answer, clamped to 0..10 (a value that is not a number counts
-// as missing). With only a token count, lines are taken in order; with the tokens, lines are
-// aligned to them.
-SimulationParse parse_simulation_no_logprobs(std::string_view text, std::size_t n_tokens);
-SimulationParse parse_simulation_no_logprobs(std::string_view text, const std::vector<std::string>& tokens);
+// (c) The integers written in the answer, clamped to 0..scale_max (a value that is not a number
+// counts as missing). With only a token count, lines are taken in order; with the tokens, lines
+// are aligned to them.
+SimulationParse parse_simulation_no_logprobs(std::string_view text, std::size_t n_tokens,
+                                             int scale_max = kDefaultScaleMax);
+SimulationParse parse_simulation_no_logprobs(std::string_view text, const std::vector<std::string>& tokens,
+                                             int scale_max = kDefaultScaleMax);
 
 // ---------------------------------------------------------------- answer lines (exposed for tests)
 

@@ -75,7 +75,7 @@ SweepConfig SweepConfig::from_json(const json& j, const std::string& source) {
 
   const json& cl = j.value("collect", empty);
   only_keys(cl, "collect", {"layers", "top_k", "random", "quantile_samples", "quantiles", "seed", "batch", "threads",
-                            "max_excerpts", "prepass_rate", "device", "precision"}, source);
+                            "max_excerpts", "prepass_rate", "device", "precision", "checkpoint_every"}, source);
   auto& o = c.collect;
   get(cl, "layers", o.layers, source, "collect");
   get(cl, "top_k", o.params.K, source, "collect");
@@ -89,6 +89,7 @@ SweepConfig SweepConfig::from_json(const json& j, const std::string& source) {
   get(cl, "prepass_rate", o.prepass_rate, source, "collect");
   get(cl, "device", o.device, source, "collect");
   get(cl, "precision", o.precision, source, "collect");
+  get(cl, "checkpoint_every", c.checkpoint_every, source, "collect");
 
   json ex = j.value("explain", empty);
   if (!ex.is_object()) fail("{}: [explain] must be a table", source);

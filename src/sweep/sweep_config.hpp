@@ -33,6 +33,9 @@ struct SweepConfig {
 
   // [collect]
   CollectOptions collect;  // model/corpus/out filled in by the sweep
+  // Excerpts between periodic checkpoints of the checkpointed collect stage (`--stage collect`,
+  // the Slurm job); 0 = only on SIGUSR1/SIGTERM.
+  std::uint64_t checkpoint_every = 0;
 
   // [explain]
   ExplainSettings explain;
@@ -49,6 +52,12 @@ struct SweepConfig {
   std::filesystem::path sequences_path() const { return out / "sequences.h5"; }
   std::filesystem::path records_path() const { return out / "records.h5"; }
   std::filesystem::path explain_dir() const { return out / "explain"; }
+  std::filesystem::path parts_dir() const { return out / "parts"; }  // per-layer-range records (job arrays)
+  std::filesystem::path checkpoint_for(const std::filesystem::path& records) const {
+    auto p = records;
+    p.replace_extension(".ckpt.h5");
+    return p;
+  }
 };
 
 }  // namespace nexplain

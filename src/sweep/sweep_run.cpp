@@ -3,17 +3,22 @@
 #include <glob.h>
 
 #include <chrono>
+#include <functional>
 #include <fstream>
 #include <map>
 
 #include <spdlog/spdlog.h>
 
+#include "collect/layer_range.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
+#include "dist/collect_mpi.hpp"
 #include "explain/explain_run.hpp"
 #include "io/corpus_reader.hpp"
 #include "io/corpus_tokenize.hpp"
 #include "model/planted.hpp"
+#include "sweep/merge_records.hpp"
+#include "sweep/sweep_layers.hpp"
 #include "tokenizer/gpt2_tokenizer.hpp"
 
 namespace nexplain {
@@ -84,18 +89,53 @@ std::string planted_report(const SweepConfig& c) {
 
 }  // namespace
 
-std::string run_sweep(const SweepConfig& c, const SweepRunOptions& o, MPI_Comm comm) {
+SweepStage parse_sweep_stage(const std::string& text) {
+  if (text == "all") return SweepStage::all;
+  if (text == "tokenize") return SweepStage::tokenize;
+  if (text == "collect") return SweepStage::collect;
+  if (text == "explain") return SweepStage::explain;
+  fail("--stage '{}': expected all, tokenize, collect or explain", text);
+}
+
+namespace {
+
+// Runs `f` on rank 0 and tells every rank whether it failed, so that no rank waits in a
+// collective for one that threw. Rank 0 rethrows; the others return false.
+bool on_rank0(MPI_Comm comm, const std::function<void()>& f) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  std::string error;
+  if (rank == 0) {
+    try {
+      f();
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  }
+  int failed = error.empty() ? 0 : 1;
+  MPI_Bcast(&failed, 1, MPI_INT, 0, comm);
+  if (failed && rank == 0) throw Error(error);
+  return !failed;
+}
+
+}  // namespace
+
+SweepOutcome run_sweep(const SweepConfig& c, const SweepRunOptions& o, MPI_Comm comm) {
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
   const auto t0 = std::chrono::steady_clock::now();
+  const bool all = o.stage == SweepStage::all;
+  SweepOutcome outcome;
   std::string report;
   auto stage_line = [&](const char* stage, const std::string& what, double secs) {
     report += fmt::format("  {:<9} {:<48} {:>7.1f} s\n", stage, what, secs);
   };
-  // Stages before explain run on rank 0 only; the others wait for them.
-  std::string error;
-  if (rank == 0) {
-    try {
+  if (!o.collect_layers.empty() && o.stage != SweepStage::collect)
+    fail("--layers selects a collect part: it needs --stage collect");
+
+  // Model and tokenize: rank 0; the others wait for them.
+  if (all || o.stage == SweepStage::tokenize) {
+    const bool ok = on_rank0(comm, [&] {
       fs::create_directories(c.out);
       auto t = std::chrono::steady_clock::now();
       if (!c.planted.empty() && !fs::exists(c.model_path() / "config.json")) {
@@ -105,7 +145,6 @@ std::string run_sweep(const SweepConfig& c, const SweepRunOptions& o, MPI_Comm c
       } else {
         stage_line("model", c.model_path().string() + " (exists)", 0);
       }
-
       t = std::chrono::steady_clock::now();
       if (!fs::exists(c.sequences_path())) {
         spdlog::info("sweep {}: tokenizing", c.name);
@@ -121,8 +160,14 @@ std::string run_sweep(const SweepConfig& c, const SweepRunOptions& o, MPI_Comm c
       } else {
         stage_line("tokenize", "sequences.h5 (exists)", 0);
       }
+    });
+    if (!ok) return outcome;
+  }
 
-      t = std::chrono::steady_clock::now();
+  if (all) {
+    // The plain sweep: one process collects every layer (any backend, CUDA included).
+    const bool ok = on_rank0(comm, [&] {
+      const auto t = std::chrono::steady_clock::now();
       if (!fs::exists(c.records_path())) {
         spdlog::info("sweep {}: collecting", c.name);
         CollectOptions co = c.collect;
@@ -136,16 +181,69 @@ std::string run_sweep(const SweepConfig& c, const SweepRunOptions& o, MPI_Comm c
       } else {
         stage_line("collect", "records.h5 (exists)", 0);
       }
-    } catch (const Error& e) {
-      error = e.what();
+    });
+    if (!ok) return outcome;
+  }
+
+  if (o.stage == SweepStage::collect) {
+    // The checkpointed collect of a Slurm job: every rank of `comm`, a checkpoint next to the
+    // output (periodic and on SIGUSR1/SIGTERM), resumed from automatically when present.
+    const auto t = std::chrono::steady_clock::now();
+    CollectOptions co = c.collect;
+    co.model_dir = c.model_path();
+    co.sequences = c.sequences_path();
+    co.out = o.collect_layers.empty() ? c.records_path() : part_records_path(c, o.collect_layers);
+    if (!o.collect_layers.empty()) co.layers = o.collect_layers;
+    co.command_line = o.command_line;
+    int size = 1;
+    MPI_Comm_size(comm, &size);
+    if (fs::exists(co.out)) {
+      stage_line("collect", co.out.filename().string() + " (exists)", 0);
+    } else if (c.collect.device == "cuda" && size == 1) {
+      // The MPI collect takes only the CPU backend so far (docs/MPI.md, Limits): one GPU rank
+      // runs the plain collect. It has no checkpoints: a stop signal ends it and the requeued
+      // job starts this stage again (its output is atomic, so nothing half-written remains).
+      spdlog::warn("sweep {}: collect on one CUDA rank without checkpoints (the MPI collect is CPU-only for now); "
+                   "a stop signal restarts this stage", c.name);
+      if (rank == 0) fs::create_directories(co.out.parent_path());
+      const auto s = run_collect(co);
+      stage_line("collect", fmt::format("{} excerpts, {:.0f} tokens/s on {}", s.excerpts, s.main_tokens_per_s, s.backend), since(t));
+    } else {
+      if (rank == 0) fs::create_directories(co.out.parent_path());
+      MPI_Barrier(comm);
+      DistCollectOptions d;
+      d.checkpoint = c.checkpoint_for(co.out);
+      d.checkpoint_every = c.checkpoint_every;
+      spdlog::info("sweep {}: collecting layers {} into {}", c.name, co.layers, co.out.string());
+      const auto s = run_collect_mpi(co, d, comm);
+      if (s.checkpointed) {
+        outcome.checkpointed = true;
+        if (rank == 0) outcome.summary = fmt::format("collect checkpointed to {}: rerun (requeue) to resume\n", d.checkpoint.string());
+        return outcome;
+      }
+      stage_line("collect", fmt::format("{} excerpts{}, {:.0f} tokens/s on {}", s.collect.excerpts,
+                                        s.resumed_from ? fmt::format(" (resumed at {})", s.resumed_from) : std::string(),
+                                        s.collect.main_tokens_per_s, s.collect.backend),
+                 since(t));
     }
   }
-  // Tell every rank whether the first stages succeeded before they join the explain stage.
-  int failed = error.empty() ? 0 : 1;
-  MPI_Bcast(&failed, 1, MPI_INT, 0, comm);
-  if (failed) {
-    if (rank == 0) throw Error(error);
-    return {};
+
+  if (o.stage == SweepStage::explain) {
+    // Parts of a job array over layer ranges become the records file one collect would write.
+    const bool ok = on_rank0(comm, [&] {
+      if (fs::exists(c.records_path())) return;
+      const auto parts = existing_parts(c);
+      if (parts.empty()) fail("{}: missing; run the collect stage first", c.records_path().string());
+      const auto t = std::chrono::steady_clock::now();
+      merge_records(parts, c.records_path(), o.command_line, parse_layer_range(c.collect.layers, sweep_n_layer(c)));
+      stage_line("merge", fmt::format("{} layer parts -> records.h5", parts.size()), since(t));
+    });
+    if (!ok) return outcome;
+  }
+
+  if (o.stage != SweepStage::all && o.stage != SweepStage::explain) {
+    if (rank == 0) outcome.summary = fmt::format("sweep {} in {}\n", c.name, c.out.string()) + report;
+    return outcome;
   }
 
   auto t = std::chrono::steady_clock::now();
@@ -158,7 +256,13 @@ std::string run_sweep(const SweepConfig& c, const SweepRunOptions& o, MPI_Comm c
   eo.settings = c.explain;
   eo.command_line = o.command_line;
   const auto s = run_explain(eo, comm);
-  if (rank != 0) return {};
+  if (rank != 0) return outcome;
+  if (s.checkpointed) {
+    outcome.checkpointed = true;
+    outcome.summary = fmt::format("explain stopped by a signal: finished neurons are in {}; rerun (requeue) to resume\n",
+                                  (c.explain_dir() / "journal.jsonl").string());
+    return outcome;
+  }
   stage_line("explain", fmt::format("{} neurons ({} resumed), explainer {}", s.neurons, s.resumed, c.explain.explainer_name()),
              since(t));
   std::string out = fmt::format("sweep {} in {}\n", c.name, c.out.string());
@@ -167,7 +271,8 @@ std::string run_sweep(const SweepConfig& c, const SweepRunOptions& o, MPI_Comm c
   out += planted_report(c);
   out += fmt::format("total wall time {:.1f} s; results: {}\n", since(t0), (c.explain_dir() / "results.jsonl").string());
   write_file_atomic(c.out / "sweep-summary.txt", out);
-  return out;
+  outcome.summary = out;
+  return outcome;
 }
 
 }  // namespace nexplain

@@ -3,6 +3,9 @@
 // without any scheduler. Every stage writes its output atomically, so a stage whose output
 // exists is complete and is skipped on a rerun; the explain stage resumes from its journal. An
 // interrupted sweep is resumed by running the same command again.
+//
+// A stage can also run alone (`--stage`): that is what the Slurm jobs of `nexplain submit` run,
+// one job per stage, so the scheduler only decides where and when, never what is computed.
 #include <filesystem>
 #include <string>
 
@@ -12,13 +15,29 @@
 
 namespace nexplain {
 
+enum class SweepStage { all, tokenize, collect, explain };
+
+// "all" | "tokenize" | "collect" | "explain" (Error naming the text otherwise).
+SweepStage parse_sweep_stage(const std::string& text);
+
 struct SweepRunOptions {
   std::filesystem::path tokenizer_dir;  // resolved by the caller
   std::string command_line;
+  SweepStage stage = SweepStage::all;
+  // Collect stage only: this layer range, into <out>/parts/records.L<range>.h5 (a job array's
+  // task); "" = the [collect] layers into <out>/records.h5.
+  std::string collect_layers;
 };
 
-// Collective over `comm` (the explain stage uses every rank; the others run on rank 0).
-// Returns the printed summary (rank 0; empty elsewhere).
-std::string run_sweep(const SweepConfig& config, const SweepRunOptions& options, MPI_Comm comm);
+struct SweepOutcome {
+  std::string summary;        // printed summary (rank 0; empty elsewhere)
+  bool checkpointed = false;  // a stop signal arrived: state saved, rerun to resume (exit 75)
+};
+
+// Collective over `comm`. Stage all: model, tokenize and collect on rank 0, explain on every rank.
+// Stage collect is the checkpointed MPI collect over every rank of `comm` (SIGUSR1/SIGTERM:
+// checkpoint, outcome.checkpointed); stage explain first merges per-layer-range parts into
+// records.h5 when there are parts and no records.h5 yet.
+SweepOutcome run_sweep(const SweepConfig& config, const SweepRunOptions& options, MPI_Comm comm);
 
 }  // namespace nexplain

@@ -166,49 +166,11 @@ void run(const std::string& model, const std::string& precision, const Options& 
     for (auto& id : ids) id = next_id++;
     backend.main(pool[static_cast<std::size_t>(k++ % kPool)].data(), ids.data(), o.batch);
   };
-  for (int i = 0; i < o.warmup; ++i) main_batch();
-  backend.synchronize();
-  int batches = 0;
-  auto t0 = Clock::now();
-  double elapsed = 0.0;
-  while (batches < o.min_batches || elapsed < o.seconds) {
-    main_batch();
-    ++batches;
-    if (batches >= o.min_batches) {
-      backend.synchronize();
-      elapsed = since(t0);
-    }
-    if (batches >= 1000) break;
-  }
-  backend.synchronize();
-  elapsed = since(t0);
-  const double tokens = static_cast<double>(batches) * o.batch * o.seq;
-
-  // The forward alone (no capture), same batches: what the reduction costs on top.
-  auto& m = backend.model();
-  const int fwd_batches = std::max(o.min_batches, std::min(batches, 20));
-  for (int i = 0; i < fwd_batches + 1; ++i) {
-    if (i == 1) {
-      m.stream().synchronize();
-      t0 = Clock::now();
-    }
-    m.forward(pool[static_cast<std::size_t>(i % kPool)].data(), o.batch, o.seq, cfg.n_layer - 1, nullptr);
-  }
-  m.stream().synchronize();
-  const double fwd_s = since(t0);
-  const double fwd_tps = static_cast<double>(fwd_batches) * o.batch * o.seq / fwd_s;
-
-  std::printf(
-      "RESULT nexplain %s %s %.0f %.2f fwd_only=%.0f batch=%dx%d batches=%d weights=%.2fGB init=%.1fs tuning=%s\n",
-      model.c_str(), precision.c_str(), tokens / elapsed, 1e3 * elapsed / batches, fwd_tps, o.batch, o.seq, batches,
-      weight_gb, init_s, m.tuning_summary().c_str());
-  std::fflush(stdout);
-  const cuda::ForwardTuning defaults = m.tuning();
-
-  // Timed batches with the current tuning (the lists keep growing: each variant sees later,
-  // quieter batches than the one before, which favours the variants slightly).
-  const auto timed = [&](double seconds) {
-    for (int i = 0; i < 2; ++i) main_batch();
+  // `warmup` untimed batches, then timed ones for at least `seconds` and min_batches: the rate
+  // in tokens/s and the number of timed batches. (The lists keep growing: a later call sees
+  // quieter batches than an earlier one, which favours the later slightly.)
+  const auto timed = [&](int warmup, double seconds) {
+    for (int i = 0; i < warmup; ++i) main_batch();
     backend.synchronize();
     int n = 0;
     const auto t = Clock::now();
@@ -226,6 +188,30 @@ void run(const std::string& model, const std::string& precision, const Options& 
     el = since(t);
     return std::pair<double, int>{static_cast<double>(n) * o.batch * o.seq / el, n};
   };
+  const auto [tps_main, batches] = timed(o.warmup, o.seconds);
+
+  // The forward alone (no capture), same batches: what the reduction costs on top.
+  auto& m = backend.model();
+  auto t0 = Clock::now();
+  const int fwd_batches = std::max(o.min_batches, std::min(batches, 20));
+  for (int i = 0; i < fwd_batches + 1; ++i) {
+    if (i == 1) {
+      m.stream().synchronize();
+      t0 = Clock::now();
+    }
+    m.forward(pool[static_cast<std::size_t>(i % kPool)].data(), o.batch, o.seq, cfg.n_layer - 1, nullptr);
+  }
+  m.stream().synchronize();
+  const double fwd_s = since(t0);
+  const double fwd_tps = static_cast<double>(fwd_batches) * o.batch * o.seq / fwd_s;
+
+  std::printf(
+      "RESULT nexplain %s %s %.0f %.2f fwd_only=%.0f batch=%dx%d batches=%d weights=%.2fGB init=%.1fs tuning=%s\n",
+      model.c_str(), precision.c_str(), tps_main, 1e3 * o.batch * o.seq / tps_main, fwd_tps, o.batch, o.seq, batches,
+      weight_gb, init_s, m.tuning_summary().c_str());
+  std::fflush(stdout);
+  const cuda::ForwardTuning defaults = m.tuning();
+
 
   if (o.variants) {
     struct Variant {
@@ -255,7 +241,7 @@ void run(const std::string& model, const std::string& precision, const Options& 
     vs.push_back({"default-again", defaults});
     for (const auto& v : vs) {
       backend.set_tuning(v.t);
-      const auto [tps, n] = timed(std::max(0.5, o.seconds / 2));
+      const auto [tps, n] = timed(2, std::max(0.5, o.seconds / 2));
       std::printf("VARIANT nexplain %s %s %s %.0f %.2f batches=%d tuning=%s\n", model.c_str(), precision.c_str(),
                   v.name, tps, 1e3 * o.batch * o.seq / tps, n, m.tuning_summary().c_str());
       std::fflush(stdout);

@@ -1,7 +1,6 @@
 #include "tokenizer/pretokenizer.hpp"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
+#include "tokenizer/pcre2_thread_match.hpp"
 
 #include <string>
 
@@ -47,24 +46,6 @@ const Compiled& compiled() {
   return c;
 }
 
-// Match data and JIT stack belong to one thread. The default 32 KiB JIT stack is enough for
-// this pattern; the larger limit only guards against surprises with odd inputs.
-struct ThreadMatch {
-  pcre2_match_data* data = pcre2_match_data_create(1, nullptr);
-  pcre2_match_context* context = pcre2_match_context_create(nullptr);
-  pcre2_jit_stack* stack = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, nullptr);
-  ThreadMatch() {
-    if (!data || !context || !stack) fail("out of memory creating PCRE2 match data");
-    pcre2_jit_stack_assign(context, nullptr, stack);
-  }
-  ~ThreadMatch() {
-    pcre2_jit_stack_free(stack);
-    pcre2_match_context_free(context);
-    pcre2_match_data_free(data);
-  }
-  ThreadMatch(const ThreadMatch&) = delete;
-  ThreadMatch& operator=(const ThreadMatch&) = delete;
-};
 
 }  // namespace
 
@@ -72,7 +53,7 @@ const char* gpt2_pretokenizer_pattern() { return kPattern; }
 
 void gpt2_pretokenize(std::string_view text, const std::function<void(std::string_view)>& on_word) {
   const Compiled& c = compiled();
-  thread_local ThreadMatch tm;
+  thread_local Pcre2ThreadMatch tm;
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   const std::size_t n = text.size();
   std::size_t pos = 0;

@@ -1,7 +1,6 @@
 #include "tokenizer/regex_split.hpp"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
+#include "tokenizer/pcre2_thread_match.hpp"
 
 #include "core/error.hpp"
 
@@ -17,24 +16,6 @@ std::string pcre2_message(int code) {
   return reinterpret_cast<const char*>(msg);
 }
 
-// Match data and JIT stack for one thread. Neither depends on the pattern (one ovector pair is
-// all any pattern needs here), so one set per thread serves every splitter.
-struct ThreadMatch {
-  pcre2_match_data* data = pcre2_match_data_create(1, nullptr);
-  pcre2_match_context* context = pcre2_match_context_create(nullptr);
-  pcre2_jit_stack* stack = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, nullptr);
-  ThreadMatch() {
-    if (!data || !context || !stack) fail("out of memory creating PCRE2 match data");
-    pcre2_jit_stack_assign(context, nullptr, stack);
-  }
-  ~ThreadMatch() {
-    pcre2_jit_stack_free(stack);
-    pcre2_match_context_free(context);
-    pcre2_match_data_free(data);
-  }
-  ThreadMatch(const ThreadMatch&) = delete;
-  ThreadMatch& operator=(const ThreadMatch&) = delete;
-};
 
 }  // namespace
 
@@ -94,7 +75,7 @@ RegexSplitter::RegexSplitter(RegexSplitter&&) noexcept = default;
 RegexSplitter& RegexSplitter::operator=(RegexSplitter&&) noexcept = default;
 
 void RegexSplitter::split(std::string_view text, const std::function<void(std::string_view)>& on_word) const {
-  thread_local ThreadMatch tm;
+  thread_local Pcre2ThreadMatch tm;
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   const std::size_t n = text.size();
   std::size_t pos = 0, gap = 0;  // gap: start of the bytes not yet given to on_word

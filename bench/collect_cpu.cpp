@@ -15,7 +15,8 @@
 #include <vector>
 
 #include "collect/cpu_backend.hpp"
-#include "model/gpt2_weights.hpp"
+#include "model/gpt2_config.hpp"
+#include "model/transformer_weights.hpp"
 
 using namespace nexplain;
 using Clock = std::chrono::steady_clock;
@@ -64,13 +65,14 @@ int main(int argc, char** argv) {
   c.vocab_size = 50257;
   std::printf("collect_cpu: GPT-2 124M shape (%d layers x %d neurons), batch %d x %d tokens, %d threads\n", c.n_layer,
               c.n_inner, B, T, threads);
-  const auto w = Gpt2Weights::random(c, 1);
 
   std::vector<int> layers;
   for (int l = 0; l < c.n_layer; ++l) layers.push_back(l);
   CaptureParams p;
   p.T = static_cast<std::uint32_t>(T);
-  CpuCollectBackend backend(w, layers, p, threads);  // also sets OpenBLAS's thread count
+  // The GPT-2 shape through the generic loader's config (collect runs TransformerCpu for every family).
+  CpuCollectBackend backend(TransformerWeights::random(ArchConfig::from_json(c.to_json()), 1), layers, p,
+                            threads);  // also sets OpenBLAS's thread count
   std::vector<CaptureState> states;
   for (int l = 0; l < c.n_layer; ++l) {
     CaptureParams lp = p;

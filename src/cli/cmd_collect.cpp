@@ -33,7 +33,7 @@ void add_collect_command(CLI::App& app) {
                                  "Exit codes: 0 done, 1 error, 2 usage, 75 checkpointed after SIGUSR1/SIGTERM\n"
                                  "(rerun with the same --checkpoint to resume; Slurm: requeue).");
   auto o = std::make_shared<CollectOptions>();
-  cmd->add_option("--model", o->model_dir, "HF model directory (config.json + *.safetensors)")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--model", o->model_dir, "HF model directory (config.json + *.safetensors): gpt2, llama, gpt_neox or qwen2")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--corpus", o->sequences, "Sequences file written by `nexplain tokenize`")->required()->check(CLI::ExistingFile);
   cmd->add_option("--out", o->out, "Records file to write (HDF5; written atomically)")->required();
   cmd->add_option("--layers", o->layers, "Layers to capture: all, 5, 0-11, 0-3,8")->capture_default_str();
@@ -48,7 +48,7 @@ void add_collect_command(CLI::App& app) {
   cmd->add_option("--max-excerpts", o->max_excerpts, "Use only the first N excerpts (0 = all)")->capture_default_str();
   cmd->add_option("--prepass-rate", o->prepass_rate,
                   "Fraction of excerpts in the histogram pre-pass that sets quantile boundaries (default: auto, ~100k excerpts)");
-  cmd->add_option("--device", o->device, "cpu | cuda | auto")->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu | cuda | auto (cuda: GPT-2 only; auto uses the CPU for other families)")->capture_default_str();
   cmd->add_option("--precision", o->precision, "fp32 | tf32 | bf16 (cuda only; cpu is fp32)")->capture_default_str();
   auto d = std::make_shared<DistCollectOptions>();
   cmd->add_option("--pipeline-stages", d->pipeline_stages,

@@ -12,7 +12,7 @@
 #include "core/error.hpp"
 #include "core/progress.hpp"
 #include "io/corpus_tokenize.hpp"
-#include "tokenizer/gpt2_tokenizer.hpp"
+#include "tokenizer/corpus_tokenizer.hpp"
 #include "tokenizer/tokenizer_dir.hpp"
 
 namespace nexplain::cli {
@@ -81,12 +81,14 @@ void add_tokenize_command(CLI::App& app) {
     std::string separator;
     int seq_len = 64;
     std::string tokenizer;
+    std::string eot_token;
     int threads = 0;
   };
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("tokenize",
-                                 "Tokenize a corpus (.txt, .jsonl, llm.c .bin shards) with GPT-2's tokenizer into a "
-                                 "sequences file of fixed windows (documents joined with <|endoftext|>)");
+                                 "Tokenize a corpus (.txt, .jsonl, llm.c .bin shards) with GPT-2's tokenizer or a HF "
+                                 "tokenizer.json into a sequences file of fixed windows (documents joined with "
+                                 "<|endoftext|> or --eot-token)");
   cmd->add_option("inputs", args->inputs, "Input files (format from the extension unless --format)")->required();
   cmd->add_option("--out,-o", args->out, "Output sequences file (HDF5)")->required();
   cmd->add_option("--format", args->format, "Input format")
@@ -98,8 +100,12 @@ void add_tokenize_command(CLI::App& app) {
                               "default: one document per file");
   cmd->add_option("--seq-len,-T", args->seq_len, "Tokens per sequence (excerpt)")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   cmd->add_option("--tokenizer", args->tokenizer,
-                  "Directory with encoder.json + vocab.bpe (or vocab.json + merges.txt); default: $NEXPLAIN_TOKENIZER_DIR, "
-                  "<exe>/../share/nexplain/gpt2-tokenizer, ./data/gpt2-tokenizer");
+                  "Directory with GPT-2's encoder.json + vocab.bpe (or vocab.json + merges.txt), or with a HF "
+                  "tokenizer.json (byte-level BPE: Llama 3, Pythia, Qwen2; or the .json file itself); default: "
+                  "$NEXPLAIN_TOKENIZER_DIR, <exe>/../share/nexplain/gpt2-tokenizer, ./data/gpt2-tokenizer");
+  cmd->add_option("--eot-token", args->eot_token,
+                  "tokenizer.json: the token put between documents (default: tokenizer_config.json's eos_token, else "
+                  "<|endoftext|>)");
   cmd->add_option("--threads,-j", args->threads, "Tokenizer threads (0 = all cores); one reader and one writer thread come on top")->check(CLI::NonNegativeNumber)->capture_default_str();
   cmd->callback([args, sep] {
     TokenizeOptions opt;
@@ -113,14 +119,17 @@ void add_tokenize_command(CLI::App& app) {
     for (const auto& in : args->inputs)
       if (std::error_code ec; !std::filesystem::is_regular_file(in, ec)) fail("{}: no such file", in);
     const auto dir = locate_tokenizer_dir(args->tokenizer);
-    const auto tok = Gpt2Tokenizer::load(dir);
-    spdlog::info("tokenizer: {} ({} tokens, sha256 {})", dir.string(), tok.vocab_size(), tok.files_sha256().substr(0, 12));
+    const auto tok = load_corpus_tokenizer(dir, args->eot_token);
+    spdlog::info("tokenizer: {} ({}, {} tokens, documents joined with {} = {}, sha256 {})", dir.string(),
+                 tok.provenance["name"].get<std::string>(), tok.vocab_size, tok.eot_text, tok.eot_id,
+                 tok.sha256.substr(0, 12));
     std::vector<std::filesystem::path> inputs(args->inputs.begin(), args->inputs.end());
     const auto s = tokenize_corpus(inputs, opt, tok, args->out);
-    std::printf("documents: %llu\ntokens:    %llu (documents joined with <|endoftext|>)\n"
+    std::printf("documents: %llu\ntokens:    %llu (documents joined with %s)\n"
                 "sequences: %llu x %d tokens\ndropped:   %llu tokens (final partial window)\n"
                 "input:     %s in %.2f s (%.1f MB/s)\nout:       %s\n",
                 static_cast<unsigned long long>(s.documents), static_cast<unsigned long long>(s.tokens),
+                tok.eot_text.c_str(),
                 static_cast<unsigned long long>(s.sequences), opt.seq_len, static_cast<unsigned long long>(s.dropped),
                 (Progress::human(static_cast<double>(s.input_bytes)) + "B").c_str(), s.seconds,
                 s.seconds > 0 ? static_cast<double>(s.input_bytes) / 1e6 / s.seconds : 0.0, args->out.c_str());

@@ -16,7 +16,7 @@
 #include "collect/collector.hpp"
 #include "io/h5file.hpp"
 #include "io/sequences.hpp"
-#include "model/gpt2_weights.hpp"
+#include "model/arch_config.hpp"
 
 namespace nexplain::collect_detail {
 
@@ -24,7 +24,7 @@ namespace nexplain::collect_detail {
 struct CollectSetup {
   SequencesReader seqs;
   std::uint32_t T = 0;
-  Gpt2Config cfg;
+  ArchConfig cfg;           // any supported family (docs/MODEL.md)
   std::vector<int> layers;  // ascending
   std::uint64_t N = 0;      // excerpts in the stream
   CaptureParams params;     // with T set, validated
@@ -34,11 +34,16 @@ struct CollectSetup {
 // Throws Error for anything wrong with the options, model or corpus (the output path aside).
 void prepare_collect(const CollectOptions& o, CollectSetup& setup);
 
-nlohmann::json model_provenance(const std::filesystem::path& dir, const Gpt2Config& cfg);
+// The model's decoded config and the sha256 of config.json and every safetensors file (one file
+// or all shards of an index, plus the index), so a records file names exactly what produced it.
+nlohmann::json model_provenance(const std::filesystem::path& dir, const ArchConfig& cfg);
 void check_tokens(std::span<const std::uint32_t> tokens, std::uint64_t first_id, std::uint32_t T, int vocab,
                   const std::filesystem::path& seqs);
-// [block_begin, block_end): a pipeline stage's blocks (CPU backend; -1 = up to the last layer).
-std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Gpt2Weights& w, const std::vector<int>& layers,
+// The backend --device asks for, with the weights it needs loaded from o.model_dir: the CPU
+// backend loads blocks [block_begin, block_end) only (a pipeline stage; -1 = up to the last
+// selected layer) and the embeddings only when block_begin is 0. The CUDA backend runs GPT-2
+// only: --device cuda with another family is an error, --device auto falls back to the CPU.
+std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const ArchConfig& cfg, const std::vector<int>& layers,
                                              const CaptureParams& p, int block_begin = 0, int block_end = -1);
 
 // Writes the records file of `states` (one per selected layer) at `path`; `extra` may add

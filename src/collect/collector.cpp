@@ -17,7 +17,8 @@
 #include "core/sha256.hpp"
 #include "io/records_file.hpp"
 #include "io/sequences.hpp"
-#include "model/gpt2_weights.hpp"
+#include "model/gpt2_weights.hpp"  // the CUDA backend takes GPT-2 weights
+#include "model/transformer_weights.hpp"
 #include "nexplain_version.hpp"
 #ifdef NEXPLAIN_HAVE_CUDA
 #include "device_info.hpp"
@@ -35,7 +36,7 @@ double auto_prepass_rate(std::uint64_t n, std::uint64_t target) {
 namespace collect_detail {
 
 // sha256 of the files that define the model, for provenance.
-nlohmann::json model_provenance(const fs::path& dir, const Gpt2Config& cfg) {
+nlohmann::json model_provenance(const fs::path& dir, const ArchConfig& cfg) {
   nlohmann::json files = nlohmann::json::object();
   std::vector<fs::path> paths;
   for (const auto& e : fs::directory_iterator(dir)) {
@@ -57,11 +58,20 @@ void check_tokens(std::span<const std::uint32_t> tokens, std::uint64_t first_id,
   }
 }
 
-std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Gpt2Weights& w, const std::vector<int>& layers,
+std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const ArchConfig& cfg, const std::vector<int>& layers,
                                              const CaptureParams& p, int block_begin, int block_end) {
   std::string device = o.device;
   if (device != "cpu" && device != "cuda" && device != "auto")
     fail("--device '{}': expected cpu, cuda or auto", device);
+  // The device forward is GPT-2's only (docs/CUDA.md); refuse before touching the device.
+  if (device != "cpu" && cfg.model_type != "gpt2") {
+    if (device == "cuda")
+      fail("--device cuda: {}: model_type \"{}\": the CUDA backend runs GPT-2 only for now; use --device cpu",
+           (o.model_dir / "config.json").string(), cfg.model_type);
+    spdlog::info("collect: --device auto: the CUDA backend runs GPT-2 only, this is a {} model: using the CPU backend",
+                 cfg.model_type);
+    device = "cpu";
+  }
 #ifdef NEXPLAIN_HAVE_CUDA
   if (device == "auto" || device == "cuda") {
     const cuda::DeviceInfo info = cuda::query_device();
@@ -69,7 +79,12 @@ std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Gpt2
     if (info.available) {
       spdlog::info("collect: CUDA device {} (sm_{}{}, {:.1f} GiB)", info.name, info.sm_major, info.sm_minor,
                    static_cast<double>(info.memory_bytes) / (1024.0 * 1024.0 * 1024.0));
-      return std::make_unique<CudaCollectBackend>(w, layers, p, cuda::parse_precision(o.precision));
+      Gpt2LoadOptions lo;
+      lo.last_layer = layers.back();
+      lo.final_norm = false;
+      // Uploaded by the constructor; the host copy is freed on return.
+      return std::make_unique<CudaCollectBackend>(Gpt2Weights::load(o.model_dir, lo), layers, p,
+                                                  cuda::parse_precision(o.precision));
     }
     spdlog::info("collect: --device auto: no CUDA device ({}), using the CPU backend", info.reason);
     device = "cpu";
@@ -79,7 +94,14 @@ std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Gpt2
   if (device == "auto") device = "cpu";
 #endif
   if (o.precision != "fp32") fail("--precision {}: the CPU backend computes in fp32 only", o.precision);
-  return std::make_unique<CpuCollectBackend>(w, layers, p, o.threads, block_begin, block_end);
+  const int end = block_end >= 0 ? block_end : (layers.empty() ? block_begin : layers.back() + 1);
+  TransformerLoadOptions lo;
+  lo.first_layer = block_begin;
+  lo.last_layer = end - 1;
+  lo.embeddings = block_begin == 0;  // later stages receive hidden states, never tokens
+  lo.head = false;                   // collect never needs the final norm or the logits
+  return std::make_unique<CpuCollectBackend>(TransformerWeights::load(o.model_dir, lo), layers, p, o.threads,
+                                             block_begin, end);
 }
 
 void prepare_collect(const CollectOptions& o, CollectSetup& su) {
@@ -89,10 +111,12 @@ void prepare_collect(const CollectOptions& o, CollectSetup& su) {
   if (o.seq_len != 0 && static_cast<std::uint32_t>(o.seq_len) != T)
     fail("--seq-len {}: {} holds excerpts of {} tokens (re-tokenize with --seq-len {} or drop the option)", o.seq_len,
          o.sequences.string(), T, o.seq_len);
-  const auto cfg = Gpt2Config::load(o.model_dir);
+  const auto cfg = ArchConfig::load(o.model_dir);
   const std::vector<int> layers = parse_layer_range(o.layers, cfg.n_layer);
-  if (T > static_cast<std::uint32_t>(cfg.n_positions))
-    fail("{}: excerpts of {} tokens are longer than the model's n_positions {}", o.sequences.string(), T, cfg.n_positions);
+  // Only a learned position table limits T; RoPE runs past max_position_embeddings as HF does.
+  if (cfg.position == PositionKind::Learned && T > static_cast<std::uint32_t>(cfg.max_positions))
+    fail("{}: excerpts of {} tokens are longer than the model's n_positions {}", o.sequences.string(), T,
+         cfg.max_positions);
   if (seqs.vocab_size() > static_cast<std::uint64_t>(cfg.vocab_size))
     spdlog::warn("{}: tokenizer vocabulary ({}) is larger than the model's ({}); every token is checked",
                  o.sequences.string(), seqs.vocab_size(), cfg.vocab_size);
@@ -168,13 +192,10 @@ CollectSummary run_collect(const CollectOptions& o) {
   const std::uint64_t N = su.N;
   const CaptureParams& params = su.params;
 
-  Gpt2LoadOptions lo;
-  lo.last_layer = layers.back();
-  lo.final_norm = false;
-  const auto weights = Gpt2Weights::load(o.model_dir, lo);
-  auto backend = make_backend(o, weights, layers, params);
-  spdlog::info("collect: {} excerpts x {} tokens, layers {}..{} ({} layers x {} neurons), backend {}, batch {}", N, T,
-               layers.front(), layers.back(), layers.size(), cfg.n_inner, backend->name(), o.batch);
+  auto backend = make_backend(o, cfg, layers, params);
+  spdlog::info("collect: {} model, {} excerpts x {} tokens, layers {}..{} ({} layers x {} neurons), backend {}, batch {}",
+               cfg.model_type, N, T, layers.front(), layers.back(), layers.size(), cfg.intermediate, backend->name(),
+               o.batch);
 
   // ---- pre-pass: histograms of excerpt maxima over a hashed subset -> quantile boundaries
   const double rate = su.rate;
@@ -208,7 +229,7 @@ CollectSummary run_collect(const CollectOptions& o) {
   for (std::size_t l = 0; l < layers.size(); ++l) {
     CaptureParams lp = params;
     lp.layer = static_cast<std::uint32_t>(layers[l]);
-    states.emplace_back(lp, static_cast<std::uint32_t>(cfg.n_inner), boundaries[l]);
+    states.emplace_back(lp, static_cast<std::uint32_t>(cfg.intermediate), boundaries[l]);
   }
   backend->start_main(std::move(states));
   const auto tm = std::chrono::steady_clock::now();

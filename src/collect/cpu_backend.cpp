@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <span>
+#include <utility>
 
 namespace nexplain {
 
@@ -27,15 +28,16 @@ class CpuCollectBackend::Sink : public ActivationSink {
   const std::uint64_t* ids_;
 };
 
-CpuCollectBackend::CpuCollectBackend(const Gpt2Weights& weights, std::vector<int> layers, const CaptureParams& params,
+CpuCollectBackend::CpuCollectBackend(TransformerWeights weights, std::vector<int> layers, const CaptureParams& params,
                                      int threads, int block_begin, int block_end)
-    : model_(weights, threads),
+    : weights_(std::move(weights)),
+      model_(weights_, threads),
       layers_(std::move(layers)),
       params_(params),
       threads_(model_.threads()),
       block_begin_(block_begin),
       block_end_(block_end >= 0 ? block_end : (layers_.empty() ? 0 : layers_.back() + 1)) {
-  for (std::size_t i = 0; i < layers_.size(); ++i) hists_.emplace_back(static_cast<std::uint32_t>(weights.config.n_inner));
+  for (std::size_t i = 0; i < layers_.size(); ++i) hists_.emplace_back(static_cast<std::uint32_t>(weights_.config.intermediate));
 }
 
 CpuCollectBackend::~CpuCollectBackend() = default;

@@ -1,11 +1,12 @@
 #pragma once
-// The CPU collect backend: the fp32 GPT-2 forward (OpenBLAS) feeding host reduction states.
-// It is the reference every other backend is checked against.
+// The CPU collect backend: the fp32 forward of any supported family (TransformerCpu, OpenBLAS)
+// feeding host reduction states. It is the reference every other backend is checked against.
 #include <memory>
 #include <vector>
 
 #include "collect/collect_backend.hpp"
-#include "model/gpt2_cpu.hpp"
+#include "model/transformer_cpu.hpp"
+#include "model/transformer_weights.hpp"
 
 namespace nexplain {
 
@@ -14,7 +15,8 @@ class CpuCollectBackend : public CollectBackend {
   // layers: ascending selected layers. threads: for the forward and the reductions.
   // [block_begin, block_end): the blocks stage() runs (a pipeline stage; -1 = up to the last
   // selected layer); `layers` are then the selected layers inside that range (may be none).
-  CpuCollectBackend(const Gpt2Weights& weights, std::vector<int> layers, const CaptureParams& params, int threads,
+  // The backend owns `weights` (a stage loads only its blocks: TransformerLoadOptions).
+  CpuCollectBackend(TransformerWeights weights, std::vector<int> layers, const CaptureParams& params, int threads,
                     int block_begin = 0, int block_end = -1);
   ~CpuCollectBackend() override;
 
@@ -29,7 +31,8 @@ class CpuCollectBackend : public CollectBackend {
 
  private:
   class Sink;
-  Gpt2Cpu model_;
+  TransformerWeights weights_;  // before model_, which keeps a reference to it
+  TransformerCpu model_;
   std::vector<int> layers_;
   CaptureParams params_;
   int threads_;

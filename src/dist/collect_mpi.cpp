@@ -99,7 +99,7 @@ std::string layer_list(const std::vector<int>& layers) {
 std::vector<CaptureState> merge_to_root(const RankGrid& g, std::vector<CaptureState> mine, const CollectSetup& su,
                                         const std::vector<StageRange>& plan,
                                         const std::vector<std::vector<Moments>>& total, CommClock& clock) {
-  const auto n_inner = static_cast<std::uint32_t>(su.cfg.n_inner);
+  const auto n_inner = static_cast<std::uint32_t>(su.cfg.intermediate);
   if (!g.stage_root()) {
     clock([&] {
       for (const auto& s : mine) send_bytes(pack_state(s), 0, kTagState, g.stage_comm());
@@ -149,19 +149,14 @@ DistCollectSummary run_collect_mpi(const CollectOptions& o, const DistCollectOpt
   prepare_collect(o, su);
   const auto T = su.T;
   const std::uint64_t N = su.N;
-  const auto n_inner = static_cast<std::uint32_t>(su.cfg.n_inner);
-  const auto C = static_cast<std::size_t>(su.cfg.n_embd);
+  const auto n_inner = static_cast<std::uint32_t>(su.cfg.intermediate);
+  const auto C = static_cast<std::size_t>(su.cfg.hidden);
   const std::string key = d.checkpoint.empty() ? std::string() : checkpoint_key(o, su);
 
   // ---- the stage plan (same on every rank) and this rank's blocks and layers
   const auto plan = split_stages(block_costs(su.cfg, T, su.layers), embedding_cost(su.cfg), P);
   const StageWork me = stage_work(plan[static_cast<std::size_t>(grid.stage())], su.layers);
   const std::size_t Ls = me.layers.size();
-  Gpt2LoadOptions lo;
-  lo.first_layer = me.range.block_begin;
-  lo.last_layer = me.range.block_end - 1;
-  lo.embeddings = grid.first_stage();  // later stages never see tokens
-  lo.final_norm = false;
   // The CUDA backend neither exports moment blocks nor runs pipeline stages yet: refuse it
   // before any work instead of after the pre-pass; --device auto means the CPU backend here.
   if (o.device == "cuda")
@@ -169,12 +164,12 @@ DistCollectSummary run_collect_mpi(const CollectOptions& o, const DistCollectOpt
          "for now; use --device cpu (docs/MPI.md)");
   CollectOptions bo = o;
   if (bo.device == "auto") bo.device = "cpu";
-  const auto weights = Gpt2Weights::load(o.model_dir, lo);
-  auto backend = make_backend(bo, weights, me.layers, su.params, me.range.block_begin, me.range.block_end);
+  // Each stage loads only its blocks, and only stage 0 the embeddings (make_backend).
+  auto backend = make_backend(bo, su.cfg, me.layers, su.params, me.range.block_begin, me.range.block_end);
   if (grid.rank() == 0) {
-    spdlog::info("collect: {} excerpts x {} tokens on {} ranks = {} data groups x {} pipeline stages, {}, backend {}, "
-                 "moment block {} excerpts",
-                 N, T, grid.size(), D, P, layer_list(su.layers), backend->name(), kMomentBlock);
+    spdlog::info("collect: {} model, {} excerpts x {} tokens on {} ranks = {} data groups x {} pipeline stages, {}, "
+                 "backend {}, moment block {} excerpts",
+                 su.cfg.model_type, N, T, grid.size(), D, P, layer_list(su.layers), backend->name(), kMomentBlock);
     for (int s = 0; s < P; ++s) {
       const auto& r = plan[static_cast<std::size_t>(s)];
       spdlog::info("collect: stage {}: {}, captures {} (estimated {:.3g} FLOP per token)", s, describe(r),

@@ -7,18 +7,20 @@
 
 namespace nexplain {
 
-std::vector<double> block_costs(const Gpt2Config& cfg, std::uint32_t T, const std::vector<int>& selected) {
+std::vector<double> block_costs(const ArchConfig& cfg, std::uint32_t T, const std::vector<int>& selected) {
   if (selected.empty()) fail("stage plan: no layers selected");
-  const double C = cfg.n_embd, I = cfg.n_inner;
-  // Multiply-adds x 2 per token: qkv 3C^2, attention output C^2, MLP 2CI; causal attention
-  // scores and weighted sum over (T+1)/2 positions on average, 2C each.
-  const double forward = 2.0 * (4.0 * C * C + 2.0 * C * I) + 2.0 * C * (static_cast<double>(T) + 1.0);
+  const double C = cfg.hidden, I = cfg.intermediate, Q = cfg.q_dim(), QKV = cfg.qkv_dim();
+  const double up = cfg.mlp == MlpKind::Gated ? 2.0 * I : I;  // a gated MLP's up GEMM makes gate and up
+  // Multiply-adds x 2 per token: qkv C x QKV, attention output Q x C, MLP C x up + I x C; causal
+  // attention scores and weighted sum over (T+1)/2 positions on average, 2Q each (GPT-2: 3C^2,
+  // C^2, 2CI and 2C(T+1), as before this took other families).
+  const double forward = 2.0 * (C * QKV + Q * C + C * up + I * C) + 2.0 * Q * (static_cast<double>(T) + 1.0);
   std::vector<double> out(static_cast<std::size_t>(selected.back()) + 1, forward);
   for (int l : selected) out[static_cast<std::size_t>(l)] += kReduceCostPerActivation * I;
   return out;
 }
 
-double embedding_cost(const Gpt2Config& cfg) { return static_cast<double>(cfg.n_embd); }
+double embedding_cost(const ArchConfig& cfg) { return static_cast<double>(cfg.hidden); }
 
 std::vector<StageRange> split_stages(const std::vector<double>& costs, double first_extra, int stages) {
   const int n = static_cast<int>(costs.size());

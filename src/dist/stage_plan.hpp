@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "model/gpt2_config.hpp"
+#include "model/arch_config.hpp"
 
 namespace nexplain {
 
@@ -20,11 +20,11 @@ struct StageRange {
 };
 
 // Estimated cost per token of blocks 0..selected.back() (the blocks collect runs): the block's
-// forward FLOPs at T tokens per excerpt, plus kReduceCostPerActivation x n_inner when the block
+// forward FLOPs at T tokens per excerpt, plus kReduceCostPerActivation x intermediate when the block
 // is a selected (captured) layer. `selected`: ascending, non-empty.
-std::vector<double> block_costs(const Gpt2Config& cfg, std::uint32_t T, const std::vector<int>& selected);
+std::vector<double> block_costs(const ArchConfig& cfg, std::uint32_t T, const std::vector<int>& selected);
 // Per token: the embedding lookup that stage 0 runs before its blocks.
-double embedding_cost(const Gpt2Config& cfg);
+double embedding_cost(const ArchConfig& cfg);
 
 // The reduction of one activation (top-K/random/quantile tests, histogram, moments) measured
 // against sgemm FLOPs on one CPU core (bench/capture_update vs the forward); an estimate only

@@ -53,7 +53,7 @@ Batch read_batch(CorpusStream& stream, std::size_t target_bytes, double* busy) {
 // Tokenizes every text piece of `batch` on the pool. Each piece is cut at safe points into
 // tasks whose results land in slots indexed by task, so the order of the output never depends
 // on scheduling. The pool's threads live for the whole run, which keeps their word caches warm.
-std::vector<std::vector<std::uint32_t>> tokenize_batch(const Batch& batch, const Gpt2Tokenizer& tok, ThreadPool& pool,
+std::vector<std::vector<std::uint32_t>> tokenize_batch(const Batch& batch, const CorpusTokenizer& tok, ThreadPool& pool,
                                                        std::size_t piece_bytes, std::vector<std::size_t>& first_task) {
   std::vector<std::string_view> tasks;
   first_task.assign(batch.pieces.size() + 1, 0);
@@ -82,17 +82,17 @@ std::string utc_now() {
 }  // namespace
 
 TokenizeSummary tokenize_corpus(const std::vector<fs::path>& inputs, const TokenizeOptions& options,
-                                const Gpt2Tokenizer& tok, const fs::path& out) {
+                                const CorpusTokenizer& tok, const fs::path& out) {
   const auto t0 = std::chrono::steady_clock::now();
   const int threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   CorpusOptions copt = options.corpus;
-  copt.vocab_size = tok.vocab_size();
+  copt.vocab_size = tok.vocab_size;
   CorpusStream stream(inputs, copt);
   SequencesInfo info;
   info.seq_len = options.seq_len;
-  info.vocab_size = tok.vocab_size();
-  info.eot_id = tok.eot_id();
-  info.tokenizer_sha256 = tok.files_sha256();
+  info.vocab_size = tok.vocab_size;
+  info.eot_id = tok.eot_id;
+  info.tokenizer_sha256 = tok.sha256;
   // Three stages overlap: a reader thread reads (and hashes) batch k+1, the pool tokenizes batch
   // k, and a writer thread appends batch k-1 in order and deflates its chunks on a pool of its
   // own, half the size (deflate costs about half as much CPU as tokenizing; measured on 16 cores,
@@ -106,7 +106,7 @@ TokenizeSummary tokenize_corpus(const std::vector<fs::path>& inputs, const Token
   s.input_bytes = stream.total_bytes();
   Progress progress("tokenize", stream.total_bytes(), "bytes");
   const std::size_t batch_bytes = options.piece_bytes * static_cast<std::size_t>(threads) * 4;
-  const std::uint32_t eot = tok.eot_id();
+  const std::uint32_t eot = tok.eot_id;
   std::uint64_t bytes_done = 0;
   bool any_token = false;
   const std::vector<std::uint32_t> eot_only{eot};
@@ -185,19 +185,17 @@ TokenizeSummary tokenize_corpus(const std::vector<fs::path>& inputs, const Token
   prov["tokens_total"] = s.tokens;
   prov["tokens_dropped"] = s.dropped;
   prov["sequences"] = s.sequences;
-  prov["joining"] = "one <|endoftext|> between consecutive documents; the final partial window is dropped";
-  prov["tokenizer"] = {{"name", "gpt2"},
-                       {"sha256", tok.files_sha256()},
-                       {"vocab_file", fs::absolute(tok.vocab_file()).lexically_normal().string()},
-                       {"vocab_sha256", tok.vocab_file_sha256()},
-                       {"merges_file", fs::absolute(tok.merges_file()).lexically_normal().string()},
-                       {"merges_sha256", tok.merges_file_sha256()},
-                       {"vocab_size", tok.vocab_size()},
-                       {"eot_id", tok.eot_id()}};
+  prov["joining"] = "one " + tok.eot_text + " between consecutive documents; the final partial window is dropped";
+  prov["tokenizer"] = tok.provenance;
   writer.finish(prov);
   s.provenance = std::move(prov);
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return s;
+}
+
+TokenizeSummary tokenize_corpus(const std::vector<fs::path>& inputs, const TokenizeOptions& options,
+                                const Gpt2Tokenizer& tok, const fs::path& out) {
+  return tokenize_corpus(inputs, options, corpus_tokenizer(tok), out);
 }
 
 }  // namespace nexplain

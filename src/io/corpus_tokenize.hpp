@@ -2,9 +2,9 @@
 // Corpus -> sequences file: read the inputs, tokenize in parallel, join documents with
 // <|endoftext|>, cut into windows of T tokens and write them (io/sequences.hpp).
 //
-// Joining: exactly one <|endoftext|> between consecutive documents, none before the first or
-// after the last; a pre-tokenized .bin shard that already starts with <|endoftext|> gets none
-// added. The final partial window is dropped. The output is identical for any thread count:
+// Joining: exactly one end-of-text token (GPT-2's <|endoftext|>, or the CorpusTokenizer's) between
+// consecutive documents, none before the first or after the last; a pre-tokenized .bin shard
+// that already starts with it gets none added. The final partial window is dropped. The output is identical for any thread count:
 // work is split into pieces whose tokens are put back in input order.
 #include <cstdint>
 #include <filesystem>
@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/corpus_reader.hpp"
-#include "tokenizer/gpt2_tokenizer.hpp"
+#include "tokenizer/corpus_tokenizer.hpp"
 
 namespace nexplain {
 
@@ -39,6 +39,9 @@ struct TokenizeSummary {
 
 // Writes `out` atomically; on any error nothing is left at `out`. Throws Error when the corpus
 // has no tokens or fewer than one window.
+TokenizeSummary tokenize_corpus(const std::vector<std::filesystem::path>& inputs, const TokenizeOptions& options,
+                                const CorpusTokenizer& tokenizer, const std::filesystem::path& out);
+// GPT-2's tokenizer (corpus_tokenizer(tokenizer)).
 TokenizeSummary tokenize_corpus(const std::vector<std::filesystem::path>& inputs, const TokenizeOptions& options,
                                 const Gpt2Tokenizer& tokenizer, const std::filesystem::path& out);
 

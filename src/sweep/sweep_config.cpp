@@ -47,17 +47,22 @@ SweepConfig SweepConfig::from_json(const json& j, const std::string& source) {
   c.out = out;
 
   const json& m = j.value("model", empty);
-  only_keys(m, "model", {"dir", "planted", "n_layer", "n_embd", "n_head", "n_inner", "n_positions", "seed"}, source);
+  only_keys(m, "model",
+            {"dir", "planted", "family", "n_layer", "n_embd", "n_head", "n_kv_head", "n_inner", "n_positions", "seed"},
+            source);
   std::string dir;
   get(m, "dir", dir, source, "model");
   c.model_dir = dir;
   get(m, "planted", c.planted, source, "model");
-  get(m, "n_layer", c.planted_config.n_layer, source, "model");
-  get(m, "n_embd", c.planted_config.n_embd, source, "model");
-  get(m, "n_head", c.planted_config.n_head, source, "model");
-  get(m, "n_inner", c.planted_config.n_inner, source, "model");
-  get(m, "n_positions", c.planted_config.n_positions, source, "model");
-  get(m, "seed", c.planted_seed, source, "model");
+  auto& pm = c.planted_model;
+  get(m, "family", pm.family, source, "model");
+  get(m, "n_layer", pm.n_layer, source, "model");
+  get(m, "n_embd", pm.n_embd, source, "model");
+  get(m, "n_head", pm.n_head, source, "model");
+  get(m, "n_kv_head", pm.n_kv_head, source, "model");
+  get(m, "n_inner", pm.n_inner, source, "model");
+  get(m, "n_positions", pm.n_positions, source, "model");
+  get(m, "seed", pm.seed, source, "model");
   if (c.model_dir.empty() == !m.contains("planted"))
     fail("{}: [model] needs exactly one of 'dir' (a HF model directory) or 'planted' (a make-model SPEC)", source);
 

@@ -11,7 +11,7 @@
 
 #include "collect/collector.hpp"
 #include "explain/explain_settings.hpp"
-#include "model/gpt2_config.hpp"
+#include "model/planted_family.hpp"
 
 namespace nexplain {
 
@@ -22,8 +22,7 @@ struct SweepConfig {
   // [model]: either an existing HF directory, or a planted model built by the sweep.
   std::filesystem::path model_dir;
   std::string planted;  // make-model SPEC ("" with model_dir set)
-  Gpt2Config planted_config{.n_embd = 64, .n_layer = 2, .n_head = 4, .n_inner = 256, .n_positions = 128, .vocab_size = 50257};
-  std::uint64_t planted_seed = 1;
+  PlantedModelOptions planted_model;  // family, sizes and seed of the planted model
 
   // [corpus]
   std::vector<std::string> inputs;  // files or glob patterns

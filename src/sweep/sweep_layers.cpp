@@ -4,15 +4,15 @@
 
 #include "collect/layer_range.hpp"
 #include "core/error.hpp"
-#include "model/gpt2_config.hpp"
+#include "model/arch_config.hpp"
 
 namespace nexplain {
 
 namespace fs = std::filesystem;
 
 int sweep_n_layer(const SweepConfig& c) {
-  if (!c.planted.empty()) return c.planted_config.n_layer;
-  return Gpt2Config::load(c.model_dir).n_layer;
+  if (!c.planted.empty()) return c.planted_model.n_layer;
+  return ArchConfig::load(c.model_dir).n_layer;
 }
 
 std::vector<std::string> sweep_layer_parts(const SweepConfig& c, int layers_per_part) {

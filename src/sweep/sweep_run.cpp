@@ -16,7 +16,7 @@
 #include "explain/explain_run.hpp"
 #include "io/corpus_reader.hpp"
 #include "io/corpus_tokenize.hpp"
-#include "model/planted.hpp"
+#include "model/planted_family.hpp"
 #include "sweep/merge_records.hpp"
 #include "sweep/sweep_layers.hpp"
 #include "tokenizer/gpt2_tokenizer.hpp"
@@ -52,8 +52,7 @@ void build_model(const SweepConfig& c) {
   fs::path tmp = dir;
   tmp += ".partial";
   fs::remove_all(tmp);
-  const auto neurons = parse_planted_spec(c.planted, c.planted_config);
-  write_planted_model(tmp, build_planted_model(c.planted_config, neurons, c.planted_seed, c.planted));
+  write_planted_family_model(tmp, c.planted, c.planted_model);
   fs::rename(tmp, dir);
 }
 

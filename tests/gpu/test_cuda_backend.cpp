@@ -28,6 +28,7 @@
 #include "io/sequences.hpp"
 #include "model/gpt2_cpu.hpp"
 #include "model/gpt2_weights.hpp"
+#include "model/transformer_weights.hpp"
 #include "test_support.hpp"
 
 #ifdef NEXPLAIN_HAVE_CUDA
@@ -395,6 +396,14 @@ void excerpt_maxima(const std::vector<float>& acts, std::size_t n_ex, std::uint3
 
 namespace {
 
+// The same weights for the CPU backend, which runs TransformerCpu: written and read back through
+// the generic loader (F32, so bit for bit the same values).
+TransformerWeights as_transformer(const Gpt2Weights& w) {
+  test::TempDir dir;
+  w.save(dir.path());
+  return TransformerWeights::load(dir.path());
+}
+
 // The fp32 CUDA backend against the CPU backend on random tokens: n_ex excerpts of T tokens in
 // batches of `batch`, the given layers captured.
 void check_backend_parity(const Gpt2Weights& w, const std::vector<int>& layers, const char* what) {
@@ -409,7 +418,7 @@ void check_backend_parity(const Gpt2Weights& w, const std::vector<int>& layers, 
   for (int e = 0; e < n_ex; ++e) ids[static_cast<std::size_t>(e)] = 5 + 3 * static_cast<std::uint64_t>(e);
   const auto tok = [&](int first) { return tokens.data() + static_cast<std::size_t>(first) * T; };
 
-  CpuCollectBackend cpu(w, layers, params, 0);
+  CpuCollectBackend cpu(as_transformer(w), layers, params, 0);
   CudaCollectBackend gpu(w, layers, params, cuda::Precision::fp32);
   EXPECT_EQ(gpu.name(), "cuda:fp32");
 

@@ -1,5 +1,6 @@
 // The collect stage end to end through the real CLI: determinism across batch sizes and thread
 // counts, planted ground truth on a real corpus, bad input, the h5py view and the exports.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -214,4 +215,59 @@ TEST_F(CollectBadInput, ModelTensorsDoNotMatchConfig) {
 
 TEST_F(CollectBadInput, NotASequencesFile) {
   expect_failure({}, "config.json", {}, model_ / "config.json");
+}
+
+// Other families collect on the CPU; the CUDA backend runs GPT-2 only, so --device cuda refuses a
+// Llama before any work (naming config.json and the model_type) and --device auto uses the CPU.
+TEST(CollectCli, LlamaCollectsOnTheCpuAndCudaRefusesIt) {
+  test::TempDir dir;
+  const auto model = make_planted(dir, "L1.N5=token:464",
+                                  {"--family", "llama", "--n-layer", "2", "--n-inner", "32", "--n-kv-head", "2",
+                                   "--vocab-size", "1000"});
+  ASSERT_EQ(nlohmann::json::parse(test::read_file(model / "config.json"))["model_type"], "llama");
+  const auto seqs = make_sequences(dir, 120, 16, 1000, 5);
+  std::vector<std::string> base{"collect", "--model", model.string(), "--corpus", seqs.string(), "--top-k", "8",
+                                "--threads", "1"};
+  auto args = [&](const std::string& out, const std::string& device) {
+    auto a = base;
+    a.insert(a.end(), {"--out", (dir / out).string(), "--device", device});
+    return a;
+  };
+  auto r = test::run_cli(args("cuda.h5", "cuda"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr((model / "config.json").string() + ": model_type \"llama\": the CUDA backend runs GPT-2 only"));
+  EXPECT_FALSE(fs::exists(dir / "cuda.h5"));
+
+  r = test::run_cli(args("auto.h5", "auto"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("--device auto: the CUDA backend runs GPT-2 only, this is a llama model: using the CPU"));
+  r = test::run_cli(args("cpu.h5", "cpu"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const RecordsFile rf(dir / "auto.h5");
+  EXPECT_EQ(rf.meta().backend, "cpu:fp32");
+  EXPECT_EQ(rf.meta().model["config"]["model_type"], "llama");
+  EXPECT_TRUE(test::hdf5_dataset_bytes(dir / "auto.h5") == test::hdf5_dataset_bytes(dir / "cpu.h5"));
+  // The planted neuron is found: its top excerpts peak at 10 on token 464 (or nothing planted
+  // appears in the random corpus and the neuron stays exactly 0).
+  const auto rec = rf.neuron(1, 5);
+  ASSERT_FALSE(rec.top.empty());
+  for (const auto& e : rec.top) {
+    const auto toks = rf.excerpt_tokens(e.excerpt_id);
+    const bool has = std::find(toks.begin(), toks.end(), 464u) != toks.end();
+    if (has) EXPECT_NEAR(e.max, 10.0f, 0.5f) << "excerpt " << e.excerpt_id;
+    else EXPECT_EQ(e.max, 0.0f) << "excerpt " << e.excerpt_id;
+  }
+}
+
+TEST(MakeModelCli, UnsupportedFamiliesAndPositionFeaturesAreRefused) {
+  test::TempDir dir;
+  auto r = test::run_cli({"make-model", "--family", "gpt_neox", "--planted", "", "--out", (dir / "m").string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("family 'gpt_neox' has no planted-model builder (gpt2, llama, qwen2)"));
+  r = test::run_cli({"make-model", "--family", "llama", "--planted", "L0.N3=position:0-1", "--out", (dir / "m").string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("RoPE"));
+  r = test::run_cli({"make-model", "--family", "gpt2", "--n-kv-head", "2", "--out", (dir / "m").string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("n_kv_head 2 must equal n_head 4"));
 }

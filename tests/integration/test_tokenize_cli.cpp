@@ -1,5 +1,6 @@
 // `nexplain tokenize` as a real process: the shakespeare corpus end to end, provenance
 // attributes, failing runs leave no output, and the output does not depend on --threads.
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -72,7 +73,7 @@ TEST(TokenizeCli, ShakespeareEndToEnd) {
   EXPECT_EQ(f.attr_int("eot_id"), 50256);
   EXPECT_EQ(f.attr_string("tokenizer_sha256"), seqs.tokenizer_sha256());
   EXPECT_EQ(f.attr_string("tokenizer_sha256"), prov["tokenizer"]["sha256"]);
-  const auto ds = f.open_dataset("/tokens");
+  const auto ds = f.open_dataset("tokens");
   EXPECT_EQ(ds.shape(), (std::vector<hsize_t>{5281, 64}));
   hid_t type = H5Dget_type(ds.id());
   EXPECT_EQ(H5Tget_size(type), 2u);  // uint16 for GPT-2's 50257 tokens
@@ -142,4 +143,72 @@ TEST(TokenizeCli, UsageErrors) {
   r = test::run_cli({"tokenize", (dir / "missing.txt").string(), "--out", (dir / "o.h5").string()});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("missing.txt: no such file"), std::string::npos) << r.err;
+}
+
+namespace {
+
+// GPT-2's tokenizer as a HF tokenizer.json (what openai-community/gpt2 publishes), rebuilt from
+// OpenAI's encoder.json + vocab.bpe: the same tokens through the other loader.
+void write_gpt2_tokenizer_json(const fs::path& gpt2_dir, const fs::path& out_dir) {
+  using nlohmann::json;
+  std::istringstream bpe(test::read_file(gpt2_dir / "vocab.bpe"));
+  json merges = json::array();
+  for (std::string line; std::getline(bpe, line);)
+    if (!line.empty() && !line.starts_with("#version")) merges.push_back(line);
+  const json j = {
+      {"added_tokens", json::array({{{"id", 50256}, {"content", "<|endoftext|>"}, {"special", true}}})},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}},
+      {"model",
+       {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", ""},
+        {"end_of_word_suffix", ""}, {"fuse_unk", false}, {"byte_fallback", false},
+        {"vocab", json::parse(test::read_file(gpt2_dir / "encoder.json"))}, {"merges", merges}}}};
+  fs::create_directories(out_dir);
+  test::write_file(out_dir / "tokenizer.json", j.dump());
+}
+
+}  // namespace
+
+// `--tokenizer DIR` with a tokenizer.json (no GPT-2 files): the same windows as GPT-2's own files
+// give, the tokenizer.json named in the provenance, documents joined with the eos token.
+TEST(TokenizeCli, HfTokenizerJsonDirectory) {
+  NEXPLAIN_REQUIRE_SHARED(shared);
+  test::TempDir dir;
+  const auto gpt2 = shared / "data" / "gpt2-tokenizer";
+  const auto hf = dir / "hf";
+  write_gpt2_tokenizer_json(gpt2, hf);
+  test::write_file(hf / "tokenizer_config.json", R"({"eos_token": {"content": "<|endoftext|>", "special": true}})");
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "{\"text\": \"Document " + std::to_string(i) + ": the river rose, and the town watched.\"}\n";
+  test::write_file(dir / "docs.jsonl", text);
+  auto tokenize = [&](const fs::path& tok, const std::string& out, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> a{"tokenize", (dir / "docs.jsonl").string(), "--out", (dir / out).string(), "--seq-len",
+                               "16", "--tokenizer", tok.string()};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return test::run_cli(a);
+  };
+  auto r = tokenize(gpt2, "gpt2.h5");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = tokenize(hf, "hf.h5");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("documents joined with <|endoftext|>"), std::string::npos) << r.out;
+  const auto a = test::hdf5_dataset_bytes(dir / "gpt2.h5"), b = test::hdf5_dataset_bytes(dir / "hf.h5");
+  ASSERT_TRUE(a.count("tokens") && b.count("tokens"));
+  EXPECT_GT(a.at("tokens").size(), 100u);
+  EXPECT_TRUE(a.at("tokens") == b.at("tokens")) << "tokenizer.json and GPT-2's files tokenize differently";
+  SequencesReader seqs(dir / "hf.h5");
+  EXPECT_EQ(seqs.eot_id(), 50256u);
+  EXPECT_EQ(seqs.vocab_size(), 50257u);
+  EXPECT_EQ(seqs.provenance()["tokenizer"]["name"], "tokenizer.json");
+  EXPECT_EQ(seqs.provenance()["tokenizer"]["eot_token"], "<|endoftext|>");
+  EXPECT_EQ(seqs.provenance()["documents"], 40);
+  // The tokenizer.json file itself works too; an end-of-text token it lacks is named.
+  r = tokenize(hf / "tokenizer.json", "file.h5");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(test::hdf5_dataset_bytes(dir / "file.h5").at("tokens") == a.at("tokens"));
+  r = tokenize(hf, "bad.h5", {"--eot-token", "</s>"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find((hf / "tokenizer.json").string() + ": no token '</s>' to put between documents"),
+            std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "bad.h5"));
 }

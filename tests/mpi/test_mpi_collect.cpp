@@ -17,7 +17,10 @@
 #include <gtest/gtest.h>
 
 #include "io/h5file.hpp"
+#include "io/records_file.hpp"
 #include "io/sequences.hpp"
+#include "model/arch_config.hpp"
+#include "model/transformer_weights.hpp"
 #include "test_support.hpp"
 
 using namespace nexplain;
@@ -116,6 +119,77 @@ TEST_F(MpiCollect, RecordsAreIdenticalForEveryPipelineGrid) {
     auto r = mpirun(np, out, batch, {"--pipeline-stages", std::to_string(P)});
     ASSERT_EQ(r.exit_code, 0) << what << "\n" << r.err;
     expect_identical(out, what);
+  }
+}
+
+namespace {
+
+// A tiny Llama (grouped-query attention 4/2 heads, SwiGLU, RoPE, untied head) in bf16 shards of
+// at most 24 KiB, so every pipeline stage loads its own blocks from a sharded checkpoint.
+class MpiCollectLlama : public MpiCollect {
+ protected:
+  void SetUp() override {
+    if (!have_mpirun()) GTEST_SKIP() << "mpirun is not installed (Open MPI or MPICH needed for the mpi tests)";
+    model_ = dir_ / "llama";
+    fs::create_directories(model_);
+    const auto cfg = ArchConfig::from_json({{"model_type", "llama"}, {"hidden_size", 64}, {"num_hidden_layers", 4},
+                                            {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                                            {"intermediate_size", 96}, {"vocab_size", kVocab},
+                                            {"max_position_embeddings", 64}, {"tie_word_embeddings", false}});
+    TransformerWeights::SaveOptions so;
+    so.bf16 = true;
+    so.max_shard_bytes = 24 * 1024;
+    // stddev 0.2: activations spread widely enough that the samples are not all near-ties.
+    TransformerWeights::random(cfg, 5, 0.2f).save(model_, so);
+    seqs_ = make_sequences(dir_);
+  }
+};
+
+}  // namespace
+
+TEST_F(MpiCollectLlama, RecordsAreIdenticalForEveryPipelineGrid) {
+  ASSERT_TRUE(fs::exists(model_ / "model.safetensors.index.json")) << "the test model should be sharded";
+  reference();
+  {
+    const RecordsFile rf(dir_ / "ref.h5");
+    EXPECT_EQ(rf.meta().model["config"]["model_type"], "llama");
+    EXPECT_EQ(rf.meta().model["config"]["intermediate"], 96);
+    // Provenance names the index and every shard with its sha256.
+    const auto& files = rf.meta().model["files"];
+    EXPECT_TRUE(files.contains("model.safetensors.index.json")) << files.dump();
+    int shards = 0;
+    for (const auto& [name, sha] : files.items())
+      if (name.ends_with(".safetensors")) {
+        ++shards;
+        EXPECT_EQ(sha.get<std::string>().size(), 64u) << name;
+      }
+    EXPECT_GE(shards, 3) << files.dump();
+  }
+  // {ranks, stages, batch}: D=1 x P=2, D=1 x P=3 (4 blocks: 1+1+2), D=2 x P=2.
+  for (auto [np, P, batch] : {std::tuple{2, 2, 16}, {3, 3, 50}, {4, 2, 7}}) {
+    const std::string what = "llama -np " + std::to_string(np) + " --pipeline-stages " + std::to_string(P);
+    const auto out = dir_ / ("llama-np" + std::to_string(np) + "p" + std::to_string(P) + ".h5");
+    auto r = mpirun(np, out, batch, {"--pipeline-stages", std::to_string(P)});
+    ASSERT_EQ(r.exit_code, 0) << what << "\n" << r.err;
+    expect_identical(out, what);
+  }
+}
+
+// The HF fixtures of the other families (GPT-NeoX's parallel residual and partial rotary,
+// Qwen2's q/k/v biases, Llama's grouped-query attention), as HF saved them: two stages give the
+// records of one process.
+TEST_F(MpiCollect, HfFixturesOfEveryFamilyGiveIdenticalRecordsInTwoStages) {
+  const auto shared = test::shared_dir();
+  if (shared.empty()) GTEST_SKIP() << "../shared (the HF fixtures) is absent: set NEXPLAIN_SHARED_DIR";
+  for (const char* name : {"hf-llama-tiny", "hf-neox-tiny", "hf-qwen2-tiny"}) {
+    model_ = shared / "fixtures" / name;
+    ref_.clear();
+    fs::remove(dir_ / "ref.h5");
+    reference();
+    const auto out = dir_ / (std::string(name) + "-p2.h5");
+    auto r = mpirun(2, out, 7, {"--pipeline-stages", "2"});
+    ASSERT_EQ(r.exit_code, 0) << name << "\n" << r.err;
+    expect_identical(out, std::string(name) + " -np 2 --pipeline-stages 2");
   }
 }
 

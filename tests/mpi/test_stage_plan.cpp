@@ -92,11 +92,13 @@ TEST(StagePlan, UnevenCostsAreBalancedOptimally) {
 }
 
 TEST(StagePlan, CapturedLayersCostMoreThanSkippedOnes) {
-  Gpt2Config cfg;
+  ArchConfig cfg;
+  cfg.model_type = "gpt2";
   cfg.n_layer = 12;
-  cfg.n_embd = 64;
-  cfg.n_inner = 256;
-  cfg.n_head = 4;
+  cfg.hidden = 64;
+  cfg.intermediate = 256;
+  cfg.n_head = cfg.n_kv_head = 4;
+  cfg.head_dim = 16;
   const auto c = block_costs(cfg, 16, {2, 5});
   ASSERT_EQ(c.size(), 6u) << "blocks after the last selected layer are not run";
   EXPECT_GT(c[2], c[1]);
@@ -110,4 +112,26 @@ TEST(StagePlan, MoreStagesThanBlocksIsAnError) {
   EXPECT_HAS(test::errmsg([] { split_stages(std::vector<double>(4, 1.0), 0.0, 5); }),
              "--pipeline-stages 5: collect runs only 4 transformer blocks (layers 0-3)");
   EXPECT_HAS(test::errmsg([] { split_stages(std::vector<double>(4, 1.0), 0.0, 0); }), "must be at least 1");
+}
+
+TEST(StagePlan, GatedMlpCostsItsExtraGemm) {
+  // The same sizes as a plain MLP, but Llama's gate: one more C x I GEMM per token and block.
+  ArchConfig plain;
+  plain.model_type = "gpt2";
+  plain.n_layer = 4;
+  plain.hidden = 64;
+  plain.intermediate = 128;
+  plain.n_head = plain.n_kv_head = 4;
+  plain.head_dim = 16;
+  ArchConfig gated = plain;
+  gated.model_type = "llama";
+  gated.mlp = MlpKind::Gated;
+  const auto a = block_costs(plain, 16, {3});
+  const auto b = block_costs(gated, 16, {3});
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_DOUBLE_EQ(b[0] - a[0], 2.0 * 64 * 128);
+  // Grouped-query attention: fewer k/v heads make the qkv GEMM cheaper.
+  ArchConfig gqa = gated;
+  gqa.n_kv_head = 2;
+  EXPECT_DOUBLE_EQ(b[0] - block_costs(gqa, 16, {3})[0], 2.0 * 64 * (2 * 2 * 16));
 }

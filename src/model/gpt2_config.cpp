@@ -1,8 +1,8 @@
 #include "model/gpt2_config.hpp"
 
-#include <fstream>
 
 #include "core/error.hpp"
+#include "model/hf_config_json.hpp"
 
 namespace nexplain {
 
@@ -79,17 +79,8 @@ Gpt2Config Gpt2Config::from_json(const nlohmann::json& j, const std::string& sou
 }
 
 Gpt2Config Gpt2Config::load(const fs::path& path) {
-  std::error_code ec;
-  const fs::path file = fs::is_directory(path, ec) ? path / "config.json" : path;
-  std::ifstream in(file);
-  if (!in) fail("{}: cannot open (expected a HuggingFace config.json)", file.string());
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: byte {}: does not parse as JSON: {}", file.string(), e.byte, e.what());
-  }
-  return from_json(j, file.string());
+  const HfConfigJson c = read_hf_config_json(path);
+  return from_json(c.json, c.file);
 }
 
 void Gpt2Config::validate(const std::string& source) const {

@@ -8,12 +8,16 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "capture/capture_arrays.hpp"
+#include "capture/histogram_state.hpp"
+#include "capture/params.hpp"
+#include "cuda_engine.hpp"
 
 namespace nexplain::gputest {
 
@@ -29,6 +33,47 @@ struct Stream {
   const float* acts_of(std::size_t first) const { return acts.data() + first * T * N; }
   std::size_t values(std::size_t count) const { return count * T * N; }
 };
+
+// The capture parameters of the reduction tests (device and host emulation alike).
+inline CaptureParams reduction_params() {
+  CaptureParams p;
+  p.T = 24;
+  p.K = 7;
+  p.R = 6;
+  p.Q = 3;
+  p.quantile_fractions = {0.3, 0.7, 0.95};
+  p.seed = 1234;
+  p.layer = 5;
+  return p;
+}
+
+// A stream's activations as both sides of a reduction test see them. With bf16 they are rounded
+// first: `acts` holds the rounded values (the CPU state's input), `acts_bf16` their bits (the
+// device's). With boundaries, quantile boundaries from a pre-pass over the first 64 excerpts.
+struct ReductionInputs {
+  std::vector<float> acts;
+  std::vector<std::uint16_t> acts_bf16;
+  std::vector<double> bounds;
+};
+
+inline ReductionInputs reduction_inputs(const CaptureParams& p, const Stream& s, bool with_boundaries, bool bf16) {
+  ReductionInputs in;
+  in.acts = s.acts;
+  if (bf16) {
+    in.acts_bf16.resize(in.acts.size());
+    for (std::size_t i = 0; i < in.acts.size(); ++i) {
+      in.acts_bf16[i] = cuda::float_to_bf16_bits(in.acts[i]);
+      in.acts[i] = cuda::bf16_bits_to_float(in.acts_bf16[i]);
+    }
+  }
+  if (with_boundaries) {
+    HistogramState pre(s.N);
+    const std::size_t n_pre = std::min<std::size_t>(64, s.size());
+    pre.update(std::span<const float>(in.acts.data(), s.values(n_pre)), n_pre, s.T);
+    in.bounds = pre.boundaries(p.quantile_fractions);
+  }
+  return in;
+}
 
 inline float gelu_new(float x) {
   const double xd = x;

@@ -97,38 +97,15 @@ Gpt2Config small_config(int n_layer) {
 
 namespace {
 
-CaptureParams reduction_params() {
-  CaptureParams p;
-  p.T = 24;
-  p.K = 7;
-  p.R = 6;
-  p.Q = 3;
-  p.quantile_fractions = {0.3, 0.7, 0.95};
-  p.seed = 1234;
-  p.layer = 5;
-  return p;
-}
-
 // Runs `batches` of the stream through a CPU state and a device state fed the same activations
 // (optionally rounded to bf16 first), restoring the device state from the CPU's arrays halfway
 // (the start_main / checkpoint path), and compares them after each phase.
 void run_reduction_case(const CaptureParams& p, const Stream& s, const std::vector<std::size_t>& batches,
                         bool with_boundaries, bool bf16, bool parallel_tests = false) {
-  std::vector<float> acts = s.acts;
-  std::vector<std::uint16_t> acts_bf16;
-  if (bf16) {
-    acts_bf16.resize(acts.size());
-    for (std::size_t i = 0; i < acts.size(); ++i) {
-      acts_bf16[i] = cuda::float_to_bf16_bits(acts[i]);
-      acts[i] = cuda::bf16_bits_to_float(acts_bf16[i]);
-    }
-  }
-  std::vector<double> bounds;
-  if (with_boundaries) {
-    HistogramState pre(s.N);
-    pre.update(std::span<const float>(acts.data(), s.values(64)), 64, s.T);
-    bounds = pre.boundaries(p.quantile_fractions);
-  }
+  const ReductionInputs in = reduction_inputs(p, s, with_boundaries, bf16);
+  const std::vector<float>& acts = in.acts;
+  const std::vector<std::uint16_t>& acts_bf16 = in.acts_bf16;
+  const std::vector<double>& bounds = in.bounds;
   cuda::Stream stream;
   CaptureState cpu(p, s.N, bounds);
   auto dev = std::make_unique<cuda::DeviceCaptureState>(p, CaptureArrays::empty(p, s.N, bounds), stream);

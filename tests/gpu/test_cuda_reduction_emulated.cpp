@@ -181,39 +181,15 @@ class EmulatedState {
   return ::testing::AssertionSuccess();
 }
 
-CaptureParams params() {
-  CaptureParams p;
-  p.T = 24;
-  p.K = 7;
-  p.R = 6;
-  p.Q = 3;
-  p.quantile_fractions = {0.3, 0.7, 0.95};
-  p.seed = 1234;
-  p.layer = 5;
-  return p;
-}
-
 // The stream through a CPU state and the emulated kernels; halfway, the emulated state restarts
 // from the CPU state's arrays (the start_main path). Moments must be bitwise here: the emulation
 // runs the same double operations as the CPU.
 void run_case_mode(const CaptureParams& p, const Stream& s, const std::vector<std::size_t>& batches,
                    bool with_boundaries, bool bf16, bool parallel_tests) {
-  std::vector<float> acts = s.acts;
-  std::vector<std::uint16_t> acts_bf16;
-  if (bf16) {
-    acts_bf16.resize(acts.size());
-    for (std::size_t i = 0; i < acts.size(); ++i) {
-      acts_bf16[i] = cuda::float_to_bf16_bits(acts[i]);
-      acts[i] = cuda::bf16_bits_to_float(acts_bf16[i]);
-    }
-  }
-  std::vector<double> bounds;
-  if (with_boundaries) {
-    HistogramState pre(s.N);
-    const std::size_t n_pre = std::min<std::size_t>(64, s.size());
-    pre.update(std::span<const float>(acts.data(), s.values(n_pre)), n_pre, s.T);
-    bounds = pre.boundaries(p.quantile_fractions);
-  }
+  const ReductionInputs in = reduction_inputs(p, s, with_boundaries, bf16);
+  const std::vector<float>& acts = in.acts;
+  const std::vector<std::uint16_t>& acts_bf16 = in.acts_bf16;
+  const std::vector<double>& bounds = in.bounds;
   CaptureState cpu(p, s.N, bounds);
   EmulatedState emu(p, CaptureArrays::empty(p, s.N, bounds), parallel_tests);
   std::size_t first = 0;
@@ -250,13 +226,13 @@ void run_case(const CaptureParams& p, const Stream& s, const std::vector<std::si
 }  // namespace
 
 TEST(CudaReductionEmulated, MatchesCpuStateBitwise) {
-  const CaptureParams p = params();
+  const CaptureParams p = reduction_params();
   const Stream s = make_stream(11, 333, p.T, 300);
   run_case(p, s, {37, 64, 1, 90, 50, 58}, true, false);
 }
 
 TEST(CudaReductionEmulated, Bf16ActivationsMatchCpuStateBitwise) {
-  const CaptureParams p = params();
+  const CaptureParams p = reduction_params();
   const Stream s = make_stream(12, 200, p.T, 160);
   run_case(p, s, {40, 40, 3, 77}, true, true);
 }
@@ -264,7 +240,7 @@ TEST(CudaReductionEmulated, Bf16ActivationsMatchCpuStateBitwise) {
 TEST(CudaReductionEmulated, MomentBlocksMatchCpuStateBitwise) {
   // Ids 0..~700 with gaps: batches cross moment blocks (256 ids) mid-batch, and the restart from
   // the CPU arrays happens mid-block, so the closed/open split is imported and exported.
-  const CaptureParams p = params();
+  const CaptureParams p = reduction_params();
   Stream s = make_stream(21, 40, p.T, 300);
   for (std::size_t e = 0; e < s.size(); ++e) s.ids[e] = 2 * e + (e % 3 == 0 ? 1 : 0) + e / 100 * 50;
   ASSERT_EQ(moment_block(s.ids.back()), 2u);
@@ -272,18 +248,18 @@ TEST(CudaReductionEmulated, MomentBlocksMatchCpuStateBitwise) {
 }
 
 TEST(CudaReductionEmulated, EdgeParameters) {
-  CaptureParams p = params();
+  CaptureParams p = reduction_params();
   p.T = 1;
   p.K = 1;
   p.R = 0;
   run_case(p, make_stream(13, 1, p.T, 100), {10, 1, 89}, false, false);
-  CaptureParams q = params();
+  CaptureParams q = reduction_params();
   q.T = 130;
   q.K = 40;
   q.R = 33;
   q.Q = 9;
   run_case(q, make_stream(14, 70, q.T, 120), {64, 20, 36}, true, false);
-  CaptureParams r = params();
+  CaptureParams r = reduction_params();
   r.K = 0;
   r.Q = 0;
   r.quantile_fractions = {0.5};
@@ -292,7 +268,7 @@ TEST(CudaReductionEmulated, EdgeParameters) {
 
 TEST(CudaReductionEmulated, ManySmallBatchesAndLargeLists) {
   // Every batch smaller than the lists: the merge interleaves old and new entries throughout.
-  CaptureParams p = params();
+  CaptureParams p = reduction_params();
   p.K = 25;
   p.R = 25;
   p.Q = 10;

@@ -30,6 +30,21 @@ const Tables& tables() {
 
 char32_t gpt2_byte_to_codepoint(unsigned char b) { return tables().to_cp[b]; }
 
+std::string gpt2_bytes_to_shown(std::string_view bytes) {
+  std::string s;
+  s.reserve(2 * bytes.size());
+  for (const unsigned char b : bytes) {
+    const char32_t cp = gpt2_byte_to_codepoint(b);
+    if (cp < 0x80) {
+      s.push_back(static_cast<char>(cp));
+    } else {
+      s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+      s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    }
+  }
+  return s;
+}
+
 std::optional<std::string> gpt2_shown_to_bytes(std::string_view s, std::size_t* bad_at) {
   const auto& t = tables();
   std::string out;

@@ -18,5 +18,8 @@ char32_t gpt2_byte_to_codepoint(unsigned char b);
 // its raw bytes. Returns nullopt when `shown` is not valid UTF-8 or uses a code point outside
 // the mapping; `bad_at` then receives the byte offset of the offending character.
 std::optional<std::string> gpt2_shown_to_bytes(std::string_view shown, std::size_t* bad_at = nullptr);
+// The inverse: raw bytes as GPT-2 writes them in its vocabulary (UTF-8 of the mapped code points,
+// all below U+0800).
+std::string gpt2_bytes_to_shown(std::string_view bytes);
 
 }  // namespace nexplain

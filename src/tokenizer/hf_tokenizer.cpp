@@ -49,17 +49,6 @@ const json& need(const json& j, const char* key, const std::string& where, const
   return *it;
 }
 
-std::string shown_of_byte(unsigned char b) {
-  const char32_t cp = gpt2_byte_to_codepoint(b);
-  std::string s;
-  if (cp < 0x80) {
-    s.push_back(static_cast<char>(cp));
-  } else {
-    s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-  return s;
-}
 
 void add_pre_tokenizer(HfTokenizer::Tables& t, const json& p, const std::string& where, const std::string& source) {
   if (p.is_null()) return;
@@ -140,7 +129,7 @@ void load_model(HfTokenizer::Tables& t, const json& m, const std::string& source
     const auto it = t.id_of_bytes.find(std::string(1, static_cast<char>(b)));
     if (it == t.id_of_bytes.end())
       fail("{}: 'model.vocab' has no token for byte 0x{:02x} (\"{}\"): byte-level BPE needs all 256", source, b,
-           shown_of_byte(static_cast<unsigned char>(b)));
+           gpt2_bytes_to_shown(std::string(1, static_cast<char>(b))));
     t.byte_token[static_cast<std::size_t>(b)] = it->second;
   }
 

@@ -57,19 +57,7 @@ std::string gpt2_tokenizer_json(const std::filesystem::path& dir, bool array_mer
   return j.dump();
 }
 
-std::string shown(const std::string& bytes) {
-  std::string s;
-  for (const unsigned char b : bytes) {
-    const char32_t cp = gpt2_byte_to_codepoint(b);
-    if (cp < 0x80) {
-      s.push_back(static_cast<char>(cp));
-    } else {
-      s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-      s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
-  }
-  return s;
-}
+std::string shown(const std::string& bytes) { return gpt2_bytes_to_shown(bytes); }
 
 constexpr const char* kLlama3Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";

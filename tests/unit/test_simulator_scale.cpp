@@ -23,17 +23,7 @@ using test::errmsg;
 
 namespace {
 
-std::string shown(unsigned char b) {
-  const char32_t cp = gpt2_byte_to_codepoint(b);
-  std::string s;
-  if (cp < 0x80) {
-    s.push_back(static_cast<char>(cp));
-  } else {
-    s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-  return s;
-}
+std::string shown(unsigned char b) { return gpt2_bytes_to_shown(std::string(1, static_cast<char>(b))); }
 
 // A byte-level tokenizer.json whose vocabulary holds "10" (merge "1" + "0") when `has_10`,
 // pre-tokenized by `pattern` (digits in groups like Llama 3 / GPT-2, or one by one like Qwen2).

@@ -2,7 +2,8 @@
 // of every neuron of every layer (top-K with activations, random and quantile samples, histogram,
 // moments), in the steady state after warm-up batches. The pre-pass is excluded (it runs once,
 // on a subset). Random HF-style weights are generated on the device, so GPT-2 XL (1.5B
-// parameters) starts in seconds; random tokens, fresh excerpt ids every batch.
+// parameters) starts in seconds; random tokens, fresh excerpt ids every batch. Models (--models):
+// small, medium, large, xl (GPT-2) and llama-1b (the shape of Llama 3.2 1B).
 //
 // Prints one line per (model, precision):
 //   RESULT nexplain <model> <precision> <tokens/s> <ms/batch> fwd_only=<tokens/s> ...
@@ -40,6 +41,7 @@
 #include "core/error.hpp"
 #include "cuda_engine.hpp"
 #include "device_info.hpp"
+#include "model/arch_config.hpp"
 #include "phase_timer.hpp"
 #endif
 
@@ -105,30 +107,53 @@ using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-Gpt2Config model_config(const std::string& name) {
-  Gpt2Config c;
-  c.n_positions = 1024;
-  c.vocab_size = 50257;
-  if (name == "small") {
-    c.n_embd = 768, c.n_layer = 12, c.n_head = 12;
-  } else if (name == "medium") {
-    c.n_embd = 1024, c.n_layer = 24, c.n_head = 16;
-  } else if (name == "large") {
-    c.n_embd = 1280, c.n_layer = 36, c.n_head = 20;
-  } else if (name == "xl") {
-    c.n_embd = 1600, c.n_layer = 48, c.n_head = 25;
-  } else {
-    fail("collect_gpu: unknown model '{}' (small, medium, large, xl)", name);
-  }
-  c.n_inner = 4 * c.n_embd;
-  return c;
+// The benchmark models, written as the config.json HF would save for them and read by
+// ArchConfig's own parser, so a preset is exactly the model collect would run: GPT-2 small to
+// XL, and the shape of Llama 3.2 1B (grouped-query attention, RoPE, SwiGLU; its 128k vocabulary
+// only sizes the embedding table here).
+ArchConfig model_config(const std::string& name) {
+  const std::string source = "collect_gpu preset '" + name + "'";
+  const auto gpt2 = [&](int n_embd, int n_layer, int n_head) {
+    return ArchConfig::from_json({{"model_type", "gpt2"},
+                                  {"n_embd", n_embd},
+                                  {"n_layer", n_layer},
+                                  {"n_head", n_head},
+                                  {"n_positions", 1024},
+                                  {"vocab_size", 50257}},
+                                 source);
+  };
+  if (name == "small") return gpt2(768, 12, 12);
+  if (name == "medium") return gpt2(1024, 24, 16);
+  if (name == "large") return gpt2(1280, 36, 20);
+  if (name == "xl") return gpt2(1600, 48, 25);
+  if (name == "llama-1b")
+    return ArchConfig::from_json({{"model_type", "llama"},
+                                  {"hidden_size", 2048},
+                                  {"num_hidden_layers", 16},
+                                  {"num_attention_heads", 32},
+                                  {"num_key_value_heads", 8},
+                                  {"head_dim", 64},
+                                  {"intermediate_size", 8192},
+                                  {"max_position_embeddings", 131072},
+                                  {"vocab_size", 128256},
+                                  {"rms_norm_eps", 1e-5},
+                                  {"rope_theta", 500000.0},
+                                  {"rope_scaling",
+                                   {{"rope_type", "llama3"},
+                                    {"factor", 32.0},
+                                    {"low_freq_factor", 1.0},
+                                    {"high_freq_factor", 4.0},
+                                    {"original_max_position_embeddings", 8192}}},
+                                  {"tie_word_embeddings", true}},
+                                 source);
+  fail("collect_gpu: unknown model '{}' (small, medium, large, xl, llama-1b)", name);
 }
 
 void run(const std::string& model, const std::string& precision, const Options& o) {
-  const Gpt2Config cfg = model_config(model);
+  const ArchConfig cfg = model_config(model);
   const auto prec = cuda::parse_precision(precision);
   const auto t_init = Clock::now();
-  auto dev = cuda::Gpt2Device::random(cfg, cfg.n_layer - 1, prec, 2024);
+  auto dev = cuda::TransformerDevice::random(cfg, cfg.n_layer - 1, prec, 2024);
   const double weight_gb = static_cast<double>(dev->weight_bytes()) / 1e9;
   std::vector<int> layers(static_cast<std::size_t>(cfg.n_layer));
   for (int l = 0; l < cfg.n_layer; ++l) layers[static_cast<std::size_t>(l)] = l;
@@ -153,7 +178,7 @@ void run(const std::string& model, const std::string& precision, const Options& 
   for (std::size_t l = 0; l < layers.size(); ++l) {
     CaptureParams lp = params;
     lp.layer = static_cast<std::uint32_t>(layers[l]);
-    states.emplace_back(lp, static_cast<std::uint32_t>(cfg.n_inner), hists[l].boundaries(params.quantile_fractions));
+    states.emplace_back(lp, static_cast<std::uint32_t>(cfg.intermediate), hists[l].boundaries(params.quantile_fractions));
   }
   backend.start_main(std::move(states));
   backend.synchronize();

@@ -5,7 +5,7 @@
 namespace nexplain::cuda {
 
 namespace {
-// "…/main/cuda/gpt2_device.cpp" -> "cuda/gpt2_device.cpp": the project-relative part.
+// "…/main/cuda/transformer_device.cpp" -> "cuda/transformer_device.cpp": the project-relative part.
 const char* short_path(const char* file) {
   const char* best = file;
   for (const char* p = file; *p; ++p)

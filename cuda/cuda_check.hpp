@@ -1,7 +1,7 @@
 #pragma once
 // Status checks for every CUDA runtime and cuBLAS(Lt) call of the backend. A failure throws
 // nexplain::Error naming the call, the source position and the library's error string, e.g.
-//   "CUDA error at cuda/gpt2_device.cpp:120: cudaMalloc(&p, bytes): cudaErrorMemoryAllocation
+//   "CUDA error at cuda/transformer_device.cpp:120: cudaMalloc(&p, bytes): cudaErrorMemoryAllocation
 //    (out of memory)".
 // Internal to cuda/: includes CUDA headers. The throwing functions live in cuda_check.cpp (host
 // C++20) so that .cu files never include fmt.

@@ -4,7 +4,8 @@
 // compiler. docs/CUDA.md describes the design.
 //
 //   Stream              one CUDA stream; everything of one backend is ordered on it
-//   Gpt2Device          GPT-2 weights on the device + workspace + cuBLASLt; the forward pass
+//   TransformerDevice   a model's weights (any family of ArchConfig) on the device + workspace +
+//                       cuBLASLt; the forward pass and its pipeline-stage building block
 //   DeviceBatchIds      one batch's excerpt ids (and hash words) staged to the device
 //   DeviceCaptureState  one layer's reduction state (the CaptureArrays of src/capture) on the
 //                       device, updated by kernels with exactly CaptureState::update's semantics
@@ -22,34 +23,36 @@
 
 #include "capture/capture_arrays.hpp"
 #include "capture/params.hpp"
-#include "model/gpt2_config.hpp"
-#include "model/gpt2_weights.hpp"
+#include "model/arch_config.hpp"
+#include "model/transformer_weights.hpp"
 
 namespace nexplain::cuda {
 
 // GEMM precision. fp32: CUBLAS_COMPUTE_32F; tf32: CUBLAS_COMPUTE_32F_FAST_TF32 (fp32 storage);
-// bf16: bf16 weights and GEMM inputs (LayerNorm outputs, attention outputs, MLP activations),
-// fp32 accumulation, fp32 residual stream, LayerNorm statistics, softmax and GELU arithmetic.
+// bf16: bf16 weights and GEMM inputs (norm outputs, attention outputs, MLP activations), fp32
+// accumulation, fp32 residual stream, norm statistics, RoPE, softmax and activation arithmetic.
 enum class Precision { fp32, tf32, bf16 };
 // "fp32" | "tf32" | "bf16"; anything else is an Error naming the accepted values.
 Precision parse_precision(const std::string& text);
 const char* precision_name(Precision p);
 
-// The MLP activations (post-GELU) of one layer in device memory: row-major [B*T][N] (row =
-// excerpt * T + t), float or bfloat16. Valid until the next forward call on the same stream.
 class PhaseTimer;
 
 // How the forward is put together. Every combination stays within the precision's tolerance of
 // the CPU forward (tests/gpu); the defaults are the fastest measured (bench/NOTES.md).
 struct ForwardTuning {
-  // c_attn's bias added by the cuBLASLt epilogue instead of a separate kernel pass over qkv.
+  // The qkv projection's bias (GPT-2's c_attn) added by the cuBLASLt epilogue instead of a
+  // separate kernel pass over qkv (models with a qkv bias).
   bool bias_epilogue = true;
-  // attn.c_proj and mlp.c_proj accumulate into the residual stream in the GEMM (beta = 1, their
-  // bias in the epilogue) instead of writing a temporary and adding it in another pass.
+  // The o and down projections (GPT-2's attn.c_proj and mlp.c_proj) accumulate into the residual
+  // stream in the GEMM (beta = 1, their bias, if any, in the epilogue) instead of writing a
+  // temporary and adding it in another pass.
   bool residual_epilogue = true;
-  // c_fc's bias and GELU in the cuBLASLt epilogue (its GELU is the tanh form, HF's gelu_new).
-  // -1: for bf16 only (there the activations are rounded to bf16 anyway; fp32 and tf32 keep the
-  // gelu_new kernel, whose tanhf is the CPU's); 0: never; 1: always.
+  // The up projection's bias and GELU in the cuBLASLt epilogue. Its GELU is the tanh form, HF's
+  // gelu_new, so this applies only to a plain MLP with gelu_new and a bias (GPT-2's c_fc, a
+  // GPT-NeoX with gelu_new); every other activation always runs in a kernel. -1: for bf16 only
+  // (there the activations are rounded to bf16 anyway; fp32 and tf32 keep the gelu_new kernel,
+  // whose tanhf is the CPU's); 0: never; 1: always.
   int gelu_epilogue = -1;
   // The reduction of layer l runs on the consumer stream while the forward goes on with layer
   // l + 1 (two activation buffers used alternately, events between the streams).
@@ -60,6 +63,8 @@ struct ForwardTuning {
   bool parallel_list_tests = false;
 };
 
+// The MLP neurons of one layer in device memory: row-major [B*T][N] (row = excerpt * T + t),
+// float or bfloat16. Valid until the next forward call on the same stream.
 struct ActView {
   const void* data = nullptr;
   bool bf16 = false;
@@ -79,30 +84,41 @@ class Stream {
   void* s_ = nullptr;
 };
 
-class Gpt2Device {
- public:
-  // Uploads wte, wpe and blocks 0..last_layer of `w` (which must be loaded), converting the
-  // matrices to bf16 for Precision::bf16.
-  Gpt2Device(const Gpt2Weights& w, int last_layer, Precision precision);
-  // Benchmarks: HF-style random weights (N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)),
-  // zero biases, unit LayerNorm gains) generated on the device; deterministic in `seed`, but not
-  // the same numbers as Gpt2Weights::random. Returns a ready model; no host copy is ever made.
-  static std::unique_ptr<Gpt2Device> random(const Gpt2Config& config, int last_layer, Precision precision,
-                                            std::uint64_t seed);
-  ~Gpt2Device();
-  Gpt2Device(const Gpt2Device&) = delete;
-  Gpt2Device& operator=(const Gpt2Device&) = delete;
+// Tests and tools: a float copy of activations on the device (bf16 converted exactly), after the
+// work queued on `stream` (the stream that produced them). Synchronous.
+std::vector<float> download_acts(const ActView& acts, Stream& stream);
 
-  const Gpt2Config& config() const;
+class TransformerDevice {
+ public:
+  // Uploads blocks [first_layer, last_layer] of `w` (which must be loaded) and, when w holds
+  // them, the token (+ learned position) embeddings, converting the matrices to bf16 for
+  // Precision::bf16. Never the final norm or the LM head: collect needs neither. A pipeline
+  // stage that does not start at layer 0 loads its blocks only (TransformerLoadOptions).
+  TransformerDevice(const TransformerWeights& w, int first_layer, int last_layer, Precision precision);
+  // Benchmarks: HF-style random weights (N(0, 0.02), residual projections o and down
+  // N(0, 0.02/sqrt(2L)), zero biases, unit norm gains) for blocks 0..last_layer and the
+  // embeddings, generated on the device; deterministic in `seed`, but not the same numbers as
+  // TransformerWeights::random. Returns a ready model; no host copy is ever made.
+  static std::unique_ptr<TransformerDevice> random(const ArchConfig& config, int last_layer, Precision precision,
+                                                   std::uint64_t seed);
+  ~TransformerDevice();
+  TransformerDevice(const TransformerDevice&) = delete;
+  TransformerDevice& operator=(const TransformerDevice&) = delete;
+
+  const ArchConfig& config() const;
   Precision precision() const;
+  int first_layer() const;
   int last_layer() const;
+  bool has_embeddings() const;
   Stream& stream();
   std::size_t weight_bytes() const;
 
   void set_tuning(const ForwardTuning& t);
   const ForwardTuning& tuning() const;
   // What the forward actually uses, e.g. "bias:epilogue residual:epilogue gelu:epilogue": an
-  // epilogue cuBLASLt has no algorithm for falls back to the kernels, and this says so.
+  // epilogue cuBLASLt has no algorithm for falls back to the kernels, and this says so; a step
+  // the model does not have (no qkv bias) or that always runs in a kernel (any activation but a
+  // plain MLP's biased gelu_new) is named so ("bias:none", "act:kernel").
   std::string tuning_summary() const;
   // With a consumer stream, on_acts is called for kernels to be queued on `consumer`, which is
   // made to wait for that layer's activations. With tuning().overlap the forward goes on with
@@ -115,22 +131,34 @@ class Gpt2Device {
   // Marks every step of the forward on `timer` (nullptr: off). Needs no consumer stream.
   void set_phase_timer(PhaseTimer* timer);
 
-  // Runs blocks 0..run_to (inclusive, run_to <= last_layer) on tokens (host, [B][T]), calling
-  // on_acts(layer, acts) right after each block's GELU, on the host thread, with the work queued
-  // on stream() (not yet finished: consumers queue their kernels behind it). The MLP
-  // down-projection of block run_to is skipped. Asynchronous: no host synchronisation except
-  // that the pinned staging buffer of the batch before the previous one must have been copied.
-  // Throws Error for token ids >= vocab_size (naming row and position), T > n_positions, bad B.
+  // Runs blocks 0..run_to (inclusive, run_to <= last_layer; needs first_layer 0 and the
+  // embeddings) on tokens (host, [B][T]), calling on_acts(layer, acts) right after each block's
+  // neurons are computed, on the host thread, with the work queued on stream() (not yet
+  // finished: consumers queue their kernels behind it). The MLP down-projection of block run_to
+  // is skipped. Asynchronous: no host synchronisation except that the pinned staging buffer of
+  // the batch before the previous one must have been copied. Throws Error for token ids >=
+  // vocab_size (naming row and position), T beyond a learned position table, bad B.
   using ActCallback = std::function<void(int layer, const ActView& acts)>;
   void forward(const std::uint32_t* tokens, int B, int T, int run_to, const ActCallback& on_acts);
 
-  // Tests: host float copies of the MLP activations of `layers` (ascending, <= last_layer), each
-  // [B*T][n_inner]. Synchronous.
+  // Pipeline-stage building block, TransformerCpu::embed + run_blocks on the device: the host
+  // residual stream `hidden` [B*T, C] is uploaded (or, when `tokens` [B][T] are given, the
+  // embedding of the tokens is computed instead), blocks [layer_begin, layer_end) (within the
+  // uploaded ones) run on it, and it is downloaded back into `hidden`, in place. on_acts is
+  // called as in forward() for the blocks in [capture_first, capture_last]. Synchronous for the
+  // forward's stream (the hidden state is on the host on return); a consumer's work may still
+  // be running.
+  void run_blocks(const std::uint32_t* tokens, float* hidden, int B, int T, int layer_begin, int layer_end,
+                  int capture_first, int capture_last, const ActCallback& on_acts);
+
+  // Tests: host float copies of the neurons of `layers` (ascending, <= last_layer), each
+  // [B*T][intermediate]. Synchronous.
   std::map<int, std::vector<float>> forward_host(const std::uint32_t* tokens, int B, int T,
                                                  const std::vector<int>& layers);
 
  private:
-  Gpt2Device(const Gpt2Config& config, int last_layer, Precision precision);  // allocates only
+  // Allocates only.
+  TransformerDevice(const ArchConfig& config, int first_layer, int last_layer, bool embeddings, Precision precision);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -10,21 +10,41 @@
 namespace nexplain::cuda::kernels {
 
 // ---------------------------------------------------------------- forward (forward_kernels.cu)
-// x[r][i] = wte[tokens[r]][i] + wpe[r % T][i]; rows = B*T. Token ids are checked on the host.
+// The MLP activations (ArchConfig's ActKind, restated: cuda/ headers stay free of src/model):
+// gelu_tanh = HF gelu_new / gelu_pytorch_tanh, gelu_erf = torch's exact GELU, silu, relu.
+enum class Act { gelu_tanh, gelu_erf, silu, relu };
+
+// x[r][i] = wte[tokens[r]][i] (+ wpe[r % T][i] when wpe is given: learned positions); rows = B*T.
+// Token ids are checked on the host.
 void embed(float* x, const std::uint32_t* tokens, const float* wte, const float* wpe, std::size_t rows, int T, int C,
            cudaStream_t s);
 // out[r] = (x[r] - mean) * rstd * gamma + beta, statistics in double as the CPU forward.
 void layernorm(void* out, bool out_bf16, const float* x, const float* gamma, const float* beta, std::size_t rows,
                int C, double eps, cudaStream_t s);
+// out[r] = gamma * (x[r] * rstd), rstd = 1 / sqrt(mean(x^2) + eps) in double (HF LlamaRMSNorm).
+void rmsnorm(void* out, bool out_bf16, const float* x, const float* gamma, std::size_t rows, int C, double eps,
+             cudaStream_t s);
 // y[r][j] += b[j]  (float)
 void add_bias(float* y, const float* b, std::size_t rows, int N, cudaStream_t s);
-// x[r][j] += y[r][j] + b[j]  (float residual stream)
+// x[r][j] += y[r][j] (+ b[j] when b is given)  (float residual stream)
 void residual_add(float* x, const float* y, const float* b, std::size_t rows, int N, cudaStream_t s);
-// y[r][j] = gelu_new(y[r][j] + b[j]) in place (float arithmetic, float or bf16 storage)
-void bias_gelu(void* y, bool bf16, const float* b, std::size_t rows, int N, cudaStream_t s);
-// Causal self-attention: qkv [B*T][3C] float (q | k | v, head h at columns h*hd), out [B*T][C].
+// y[r][j] = act(y[r][j] (+ b[j] when b is given)) in place (float arithmetic, float or bf16
+// storage). gelu_tanh is the gelu_new expression of the CPU forward.
+void bias_act(void* y, bool bf16, const float* b, std::size_t rows, int N, Act act, cudaStream_t s);
+// The gated MLP's neurons: up [rows][2N] holds [gate | up] (the fused up projection), b the
+// matching [2N] bias or nullptr; out[r][j] = act(gate[r][j] + b[j]) * (up[r][j] + b[N + j]).
+// up and out are float or both bf16.
+void gated_act(void* out, const void* up, bool bf16, const float* b, std::size_t rows, int N, Act act, cudaStream_t s);
+// Rotary embedding in place on the q and k heads of qkv [B*T][(H + 2 Hkv) hd] ([q heads | k heads
+// | v heads], head h at columns h * hd of its part): the first 2 * half dims of every q and k head
+// rotate pairwise (i, i + half) by the angle of the row's position t = row % T, HF's rotate_half
+// convention; cos/sin are [T][half] (model/rope.hpp).
+void rope(float* qkv, const float* cos, const float* sin, std::size_t rows, int T, int H, int Hkv, int hd, int half,
+          cudaStream_t s);
+// Causal self-attention with grouped-query heads: qkv as for rope(), query head h reads k/v head
+// h / (H / Hkv) (Hkv = H: plain multi-head attention); out [B*T][H hd].
 // Throws Error when T and the head size do not fit the kernel's shared memory.
-void attention(const float* qkv, void* out, bool out_bf16, int B, int T, int C, int H, cudaStream_t s);
+void attention(const float* qkv, void* out, bool out_bf16, int B, int T, int H, int Hkv, int hd, cudaStream_t s);
 // out[i] = bf16(in[i])
 void float_to_bf16(void* out, const float* in, std::size_t n, cudaStream_t s);
 // Device-side random init: out[i] = sd * N(0,1) from a counter-based hash of (seed, i).

@@ -11,7 +11,7 @@
 # scripts/prepare-gpu-carry.sh makes (then run the device tool with carry
 # [".gpu"]):
 #   .gpu/pcre2/   Debian's libpcre2-dev + libpcre2-8-0 unpacked with dpkg -x (headers, .pc, .so)
-#   .gpu/shared/  the fixtures the tests read from ../shared (fixtures/hf-gpt2-tiny)
+#   .gpu/shared/  the fixtures the tests read from ../shared (fixtures/hf-{gpt2,llama,neox,qwen2}-tiny)
 #
 # Environment: BUILD (default build-gpu), JOBS (16), BENCH_SECONDS (3), MODELS (small,xl),
 # PRECISIONS (fp32,tf32,bf16), VARIANT_PRECISIONS (bf16), SKIP_MEMCHECK=1, SKIP_BENCH=1,
@@ -121,7 +121,8 @@ configure() {
 }
 
 build() {
-  cmake --build "$BUILD" -j"$JOBS" --target nexplain test_cuda_backend test_cuda_reduction_emulated collect_gpu
+  cmake --build "$BUILD" -j"$JOBS" --target nexplain test_cuda_backend test_cuda_transformer \
+    test_cuda_reduction_emulated collect_gpu
 }
 
 gpu_tests() {
@@ -137,7 +138,12 @@ memcheck() {
   # the bad-input paths; the big-model tests and the T = 1024 attention test (two blocks doing
   # O(T^2) instrumented loads) are left out to keep the instrumented run short.
   timeout 300 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 86 "$BUILD/tests/test_cuda_backend" \
-    --gtest_filter='CudaReduction.*:CudaForward.HfFixtureMatchesCpu:CudaForward.EveryTuningMatchesCpu:CudaForward.BadInputIsAnError'
+    --gtest_filter='CudaReduction.*:CudaForward.HfFixtureMatchesCpu:CudaForward.EveryTuningMatchesCpu:CudaForward.BadInputIsAnError' ||
+    return 1
+  # The other families' kernels (RMSNorm, RoPE, grouped-query attention, gated MLP) and stages.
+  timeout 300 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 86 \
+    "$BUILD/tests/test_cuda_transformer" \
+    --gtest_filter='CudaTransformer.RandomModelsOfEveryVariantMatchCpu:CudaTransformer.StagesGiveTheNeuronsOfTheWholeForward:CudaTransformer.BadInputIsAnError'
 }
 
 # Where the time goes: each forward tuning switched off in turn (A/B in the same process) and the

@@ -48,7 +48,7 @@ void add_collect_command(CLI::App& app) {
   cmd->add_option("--max-excerpts", o->max_excerpts, "Use only the first N excerpts (0 = all)")->capture_default_str();
   cmd->add_option("--prepass-rate", o->prepass_rate,
                   "Fraction of excerpts in the histogram pre-pass that sets quantile boundaries (default: auto, ~100k excerpts)");
-  cmd->add_option("--device", o->device, "cpu | cuda | auto (cuda: GPT-2 only; auto uses the CPU for other families)")->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu | cuda | auto (auto: cuda when a device is present, else cpu)")->capture_default_str();
   cmd->add_option("--precision", o->precision, "fp32 | tf32 | bf16 (cuda only; cpu is fp32)")->capture_default_str();
   auto d = std::make_shared<DistCollectOptions>();
   cmd->add_option("--pipeline-stages", d->pipeline_stages,

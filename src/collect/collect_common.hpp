@@ -39,10 +39,9 @@ void prepare_collect(const CollectOptions& o, CollectSetup& setup);
 nlohmann::json model_provenance(const std::filesystem::path& dir, const ArchConfig& cfg);
 void check_tokens(std::span<const std::uint32_t> tokens, std::uint64_t first_id, std::uint32_t T, int vocab,
                   const std::filesystem::path& seqs);
-// The backend --device asks for, with the weights it needs loaded from o.model_dir: the CPU
-// backend loads blocks [block_begin, block_end) only (a pipeline stage; -1 = up to the last
-// selected layer) and the embeddings only when block_begin is 0. The CUDA backend runs GPT-2
-// only: --device cuda with another family is an error, --device auto falls back to the CPU.
+// The backend --device asks for, with the weights it needs loaded from o.model_dir: either
+// backend (CPU or CUDA; every family) loads blocks [block_begin, block_end) only (a pipeline
+// stage; -1 = up to the last selected layer) and the embeddings only when block_begin is 0.
 std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const ArchConfig& cfg, const std::vector<int>& layers,
                                              const CaptureParams& p, int block_begin = 0, int block_end = -1);
 

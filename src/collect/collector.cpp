@@ -17,7 +17,6 @@
 #include "core/sha256.hpp"
 #include "io/records_file.hpp"
 #include "io/sequences.hpp"
-#include "model/gpt2_weights.hpp"  // the CUDA backend takes GPT-2 weights
 #include "model/transformer_weights.hpp"
 #include "nexplain_version.hpp"
 #ifdef NEXPLAIN_HAVE_CUDA
@@ -58,20 +57,21 @@ void check_tokens(std::span<const std::uint32_t> tokens, std::uint64_t first_id,
   }
 }
 
-std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const ArchConfig& cfg, const std::vector<int>& layers,
-                                             const CaptureParams& p, int block_begin, int block_end) {
+// Both backends run every family ArchConfig accepts, so the config no longer decides anything here.
+std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const ArchConfig& /*cfg*/,
+                                             const std::vector<int>& layers, const CaptureParams& p, int block_begin,
+                                             int block_end) {
   std::string device = o.device;
   if (device != "cpu" && device != "cuda" && device != "auto")
     fail("--device '{}': expected cpu, cuda or auto", device);
-  // The device forward is GPT-2's only (docs/CUDA.md); refuse before touching the device.
-  if (device != "cpu" && cfg.model_type != "gpt2") {
-    if (device == "cuda")
-      fail("--device cuda: {}: model_type \"{}\": the CUDA backend runs GPT-2 only for now; use --device cpu",
-           (o.model_dir / "config.json").string(), cfg.model_type);
-    spdlog::info("collect: --device auto: the CUDA backend runs GPT-2 only, this is a {} model: using the CPU backend",
-                 cfg.model_type);
-    device = "cpu";
-  }
+  // Either backend loads only the blocks it runs: a pipeline stage its range, the embeddings on
+  // stage 0 only, never the final norm or the LM head.
+  const int end = block_end >= 0 ? block_end : (layers.empty() ? block_begin : layers.back() + 1);
+  TransformerLoadOptions lo;
+  lo.first_layer = block_begin;
+  lo.last_layer = end - 1;
+  lo.embeddings = block_begin == 0;  // later stages receive hidden states, never tokens
+  lo.head = false;                   // collect never needs the final norm or the logits
 #ifdef NEXPLAIN_HAVE_CUDA
   if (device == "auto" || device == "cuda") {
     const cuda::DeviceInfo info = cuda::query_device();
@@ -79,12 +79,10 @@ std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Arch
     if (info.available) {
       spdlog::info("collect: CUDA device {} (sm_{}{}, {:.1f} GiB)", info.name, info.sm_major, info.sm_minor,
                    static_cast<double>(info.memory_bytes) / (1024.0 * 1024.0 * 1024.0));
-      Gpt2LoadOptions lo;
-      lo.last_layer = layers.back();
-      lo.final_norm = false;
+      const cuda::Precision precision = cuda::parse_precision(o.precision);
       // Uploaded by the constructor; the host copy is freed on return.
-      return std::make_unique<CudaCollectBackend>(Gpt2Weights::load(o.model_dir, lo), layers, p,
-                                                  cuda::parse_precision(o.precision));
+      return std::make_unique<CudaCollectBackend>(TransformerWeights::load(o.model_dir, lo), layers, p, precision,
+                                                  block_begin, end);
     }
     spdlog::info("collect: --device auto: no CUDA device ({}), using the CPU backend", info.reason);
     device = "cpu";
@@ -94,12 +92,6 @@ std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Arch
   if (device == "auto") device = "cpu";
 #endif
   if (o.precision != "fp32") fail("--precision {}: the CPU backend computes in fp32 only", o.precision);
-  const int end = block_end >= 0 ? block_end : (layers.empty() ? block_begin : layers.back() + 1);
-  TransformerLoadOptions lo;
-  lo.first_layer = block_begin;
-  lo.last_layer = end - 1;
-  lo.embeddings = block_begin == 0;  // later stages receive hidden states, never tokens
-  lo.head = false;                   // collect never needs the final norm or the logits
   return std::make_unique<CpuCollectBackend>(TransformerWeights::load(o.model_dir, lo), layers, p, o.threads,
                                              block_begin, end);
 }

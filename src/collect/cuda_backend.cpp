@@ -16,35 +16,42 @@ namespace nexplain {
 
 namespace {
 
-void check_layers(const std::vector<int>& layers, int n_layer) {
-  if (layers.empty()) fail("CUDA backend: no layers selected");
+// The selected layers are ascending and inside the blocks [begin, end) the backend runs, which
+// lie inside the model. Only a pipeline stage may select no layer (it passes hidden states on).
+void check_layers(const std::vector<int>& layers, int begin, int end, int n_layer, bool stage) {
+  if (begin < 0 || end > n_layer || begin >= end)
+    fail("CUDA backend: blocks [{}, {}) are not a range of the model's {} layers", begin, end, n_layer);
+  if (layers.empty() && !stage) fail("CUDA backend: no layers selected");
   for (std::size_t i = 0; i < layers.size(); ++i) {
-    if (layers[i] < 0 || layers[i] >= n_layer)
-      fail("CUDA backend: layer {} is outside the model's {} layers", layers[i], n_layer);
+    if (layers[i] < begin || layers[i] >= end)
+      fail("CUDA backend: layer {} is outside the blocks {}..{} this backend runs (the model has {} layers)", layers[i],
+           begin, end - 1, n_layer);
     if (i > 0 && layers[i] <= layers[i - 1]) fail("CUDA backend: layers must be strictly ascending");
   }
 }
 
 }  // namespace
 
-CudaCollectBackend::CudaCollectBackend(const Gpt2Weights& weights, std::vector<int> layers,
-                                       const CaptureParams& params, cuda::Precision precision)
+CudaCollectBackend::CudaCollectBackend(const TransformerWeights& weights, std::vector<int> layers,
+                                       const CaptureParams& params, cuda::Precision precision, int block_begin,
+                                       int block_end)
     : layers_(std::move(layers)), params_(params) {
   weights.config.validate("CUDA backend");
-  check_layers(layers_, weights.config.n_layer);
+  block_begin_ = block_begin;
+  block_end_ = block_end >= 0 ? block_end : (layers_.empty() ? block_begin : layers_.back() + 1);
+  check_layers(layers_, block_begin_, block_end_, weights.config.n_layer, block_end >= 0);
   params_.validate();
-  model_ = std::make_unique<cuda::Gpt2Device>(weights, layers_.back(), precision);
+  model_ = std::make_unique<cuda::TransformerDevice>(weights, block_begin_, block_end_ - 1, precision);
   attach_reduce_stream();
 }
 
-CudaCollectBackend::CudaCollectBackend(std::unique_ptr<cuda::Gpt2Device> model, std::vector<int> layers,
+CudaCollectBackend::CudaCollectBackend(std::unique_ptr<cuda::TransformerDevice> model, std::vector<int> layers,
                                        const CaptureParams& params)
     : model_(std::move(model)), layers_(std::move(layers)), params_(params) {
   if (!model_) fail("CUDA backend: no model");
-  check_layers(layers_, model_->config().n_layer);
-  if (layers_.back() > model_->last_layer())
-    fail("CUDA backend: layer {} selected, but the device model holds blocks 0..{}", layers_.back(),
-         model_->last_layer());
+  block_begin_ = model_->first_layer();
+  block_end_ = model_->last_layer() + 1;
+  check_layers(layers_, block_begin_, block_end_, model_->config().n_layer, false);
   params_.validate();
   attach_reduce_stream();
 }
@@ -83,19 +90,32 @@ int CudaCollectBackend::selected_index(int layer) const {
   return it == layers_.end() || *it != layer ? -1 : static_cast<int>(it - layers_.begin());
 }
 
-void CudaCollectBackend::prepass(const std::uint32_t* tokens, int B) {
-  const auto N = static_cast<std::uint32_t>(model_->config().n_inner);
+void CudaCollectBackend::ensure_histograms() {
+  const auto N = static_cast<std::uint32_t>(model_->config().intermediate);
   if (hists_.empty())
     for (std::size_t i = 0; i < layers_.size(); ++i)
       hists_.push_back(std::make_unique<cuda::DeviceHistograms>(N, params_.T, *reduce_, scratch_));
-  model_->forward(tokens, B, static_cast<int>(params_.T), layers_.back(), [&](int layer, const cuda::ActView& a) {
+}
+
+cuda::TransformerDevice::ActCallback CudaCollectBackend::reducer(bool main_pass) {
+  return [this, main_pass](int layer, const cuda::ActView& a) {
     const int i = selected_index(layer);
-    if (i >= 0) hists_[static_cast<std::size_t>(i)]->update(a);
-  });
+    if (i < 0) return;  // a layer run only to reach a later one
+    if (main_pass)
+      states_[static_cast<std::size_t>(i)]->update(a, *ids_);
+    else
+      hists_[static_cast<std::size_t>(i)]->update(a);
+  };
+}
+
+void CudaCollectBackend::prepass(const std::uint32_t* tokens, int B) {
+  if (layers_.empty()) fail("CUDA backend: no layers selected (a pipeline stage runs stage())");
+  ensure_histograms();
+  model_->forward(tokens, B, static_cast<int>(params_.T), layers_.back(), reducer(false));
 }
 
 std::vector<HistogramState> CudaCollectBackend::histograms() {
-  const auto N = static_cast<std::uint32_t>(model_->config().n_inner);
+  const auto N = static_cast<std::uint32_t>(model_->config().intermediate);
   std::vector<HistogramState> out;
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     if (i < hists_.size())
@@ -109,7 +129,7 @@ std::vector<HistogramState> CudaCollectBackend::histograms() {
 void CudaCollectBackend::start_main(std::vector<CaptureState> states) {
   if (states.size() != layers_.size())
     fail("CUDA backend: {} states for {} selected layers", states.size(), layers_.size());
-  const auto N = static_cast<std::uint32_t>(model_->config().n_inner);
+  const auto N = static_cast<std::uint32_t>(model_->config().intermediate);
   states_.clear();  // frees the device memory of any previous states first
   for (std::size_t i = 0; i < states.size(); ++i) {
     const CaptureState& s = states[i];
@@ -125,8 +145,8 @@ void CudaCollectBackend::start_main(std::vector<CaptureState> states) {
   }
 }
 
-void CudaCollectBackend::main(const std::uint32_t* tokens, const std::uint64_t* ids, int B) {
-  if (states_.size() != layers_.size()) fail("CUDA backend: main() before start_main()");
+void CudaCollectBackend::upload_ids(const std::uint64_t* ids, int B) {
+  if (states_.size() != layers_.size()) fail("CUDA backend: main pass before start_main()");
   if (B <= 0) fail("CUDA backend: empty batch (B={})", B);
   for (int e = 0; e < B; ++e) {
     if (ids[e] == kNoExcerpt) fail("capture update: excerpt id {} is reserved", ids[e]);
@@ -134,10 +154,25 @@ void CudaCollectBackend::main(const std::uint32_t* tokens, const std::uint64_t* 
       fail("capture update: excerpt ids must be strictly increasing in a batch ({} after {})", ids[e], ids[e - 1]);
   }
   ids_->upload(ids, B);
-  model_->forward(tokens, B, static_cast<int>(params_.T), layers_.back(), [&](int layer, const cuda::ActView& a) {
-    const int i = selected_index(layer);
-    if (i >= 0) states_[static_cast<std::size_t>(i)]->update(a, *ids_);
-  });
+}
+
+void CudaCollectBackend::main(const std::uint32_t* tokens, const std::uint64_t* ids, int B) {
+  if (layers_.empty()) fail("CUDA backend: no layers selected (a pipeline stage runs stage())");
+  upload_ids(ids, B);
+  model_->forward(tokens, B, static_cast<int>(params_.T), layers_.back(), reducer(true));
+}
+
+void CudaCollectBackend::stage(const std::uint32_t* tokens, float* hidden, const std::uint64_t* ids, int B) {
+  if (ids)
+    upload_ids(ids, B);
+  else
+    ensure_histograms();
+  // Captures only the selected layers (reducer() ignores the others); an empty selection
+  // captures nothing (the range is then [begin, begin - 1]).
+  const int first = layers_.empty() ? block_begin_ : layers_.front();
+  const int last = layers_.empty() ? block_begin_ - 1 : layers_.back();
+  model_->run_blocks(tokens, hidden, B, static_cast<int>(params_.T), block_begin_, block_end_, first, last,
+                     reducer(ids != nullptr));
 }
 
 std::vector<CaptureState> CudaCollectBackend::states() {

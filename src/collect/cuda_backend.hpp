@@ -1,7 +1,8 @@
 #pragma once
-// The CUDA collect backend: the GPT-2 forward on the device (cuBLASLt, fp32/tf32/bf16) feeding
-// per-layer reduction states that live in device memory; only states() and histograms() copy
-// anything back. Same semantics as CpuCollectBackend (docs/CUDA.md, docs/REDUCTION.md).
+// The CUDA collect backend: the forward of any supported family on the device (cuBLASLt,
+// fp32/tf32/bf16) feeding per-layer reduction states that live in device memory; only states()
+// and histograms() copy anything back. Same semantics as CpuCollectBackend (docs/CUDA.md,
+// docs/REDUCTION.md), pipeline stages included.
 // Built only with the CUDA toolkit (NEXPLAIN_HAVE_CUDA); without it this header declares nothing.
 #ifdef NEXPLAIN_HAVE_CUDA
 
@@ -11,17 +12,22 @@
 
 #include "collect/collect_backend.hpp"
 #include "cuda_engine.hpp"
-#include "model/gpt2_weights.hpp"
+#include "model/transformer_weights.hpp"
 
 namespace nexplain {
 
 class CudaCollectBackend : public CollectBackend {
  public:
-  // layers: ascending selected layers; the weights of blocks 0..layers.back() are uploaded.
-  CudaCollectBackend(const Gpt2Weights& weights, std::vector<int> layers, const CaptureParams& params,
-                     cuda::Precision precision);
-  // With a model already on the device (benchmarks: Gpt2Device::random).
-  CudaCollectBackend(std::unique_ptr<cuda::Gpt2Device> model, std::vector<int> layers, const CaptureParams& params);
+  // layers: ascending selected layers. [block_begin, block_end): the blocks stage() runs (a
+  // pipeline stage; -1 = up to the last selected layer); `layers` are then the selected layers
+  // inside that range (may be none). The weights of those blocks (and the embeddings, when
+  // `weights` holds them) are uploaded; `weights` may be freed afterwards.
+  CudaCollectBackend(const TransformerWeights& weights, std::vector<int> layers, const CaptureParams& params,
+                     cuda::Precision precision, int block_begin = 0, int block_end = -1);
+  // With a model already on the device (benchmarks: TransformerDevice::random); its blocks are
+  // the ones stage() runs.
+  CudaCollectBackend(std::unique_ptr<cuda::TransformerDevice> model, std::vector<int> layers,
+                     const CaptureParams& params);
   ~CudaCollectBackend() override;
 
   std::string name() const override;  // "cuda:fp32" | "cuda:tf32" | "cuda:bf16"
@@ -30,10 +36,11 @@ class CudaCollectBackend : public CollectBackend {
   void start_main(std::vector<CaptureState> states) override;
   void main(const std::uint32_t* tokens, const std::uint64_t* ids, int B) override;
   std::vector<CaptureState> states() override;
+  void stage(const std::uint32_t* tokens, float* hidden, const std::uint64_t* ids, int B) override;
 
   // Waits for all queued work (benchmarks); asynchronous errors surface here as Error.
   void synchronize();
-  cuda::Gpt2Device& model() { return *model_; }
+  cuda::TransformerDevice& model() { return *model_; }
   // Benchmarks: forward tuning (cuda::ForwardTuning; results stay within tolerance) and a phase
   // timer for the forward and the reduction kernels (nullptr: off).
   void set_tuning(const cuda::ForwardTuning& t);
@@ -42,13 +49,19 @@ class CudaCollectBackend : public CollectBackend {
  private:
   int selected_index(int layer) const;  // index into layers_, or -1
   void attach_reduce_stream();           // constructors: the reduction's stream and its buffers
+  void ensure_histograms();              // the pre-pass histograms, on first use
+  void upload_ids(const std::uint64_t* ids, int B);  // checked as CaptureState::update checks them
+  // The callback that feeds a selected layer's activations to its histograms (pre-pass) or, for
+  // the main pass, its states.
+  cuda::TransformerDevice::ActCallback reducer(bool main_pass);
 
-  std::unique_ptr<cuda::Gpt2Device> model_;  // owns the forward's stream: destroyed last
+  std::unique_ptr<cuda::TransformerDevice> model_;  // owns the forward's stream: destroyed last
   // The reduction's stream: every state, histogram, the scratch and the excerpt ids live on it, so
   // a layer's reduction overlaps the forward of the next layer (ForwardTuning::overlap).
   std::unique_ptr<cuda::Stream> reduce_;
   cuda::PhaseTimer* timer_ = nullptr;
   std::vector<int> layers_;
+  int block_begin_ = 0, block_end_ = 0;  // stage(): blocks [begin, end)
   CaptureParams params_;
   std::shared_ptr<cuda::ReduceScratch> scratch_;
   std::unique_ptr<cuda::DeviceBatchIds> ids_;

@@ -404,34 +404,4 @@ nlohmann::json ArchConfig::to_hf_json() const {
   return j;
 }
 
-std::vector<double> rope_inv_freq(const ArchConfig& c, int seq_len) {
-  const int dim = c.rope.rotary_dim;
-  const auto& r = c.rope;
-  double base = r.theta;
-  // "dynamic" (NTK-aware): HF recomputes the base from the current length once it exceeds
-  // max_position_embeddings: base * (factor * L / max - (factor - 1)) ^ (dim / (dim - 2)).
-  if (r.scaling == RopeScalingKind::Dynamic && seq_len > c.max_positions)
-    base *= std::pow(r.factor * seq_len / c.max_positions - (r.factor - 1), static_cast<double>(dim) / (dim - 2));
-  std::vector<double> inv(static_cast<std::size_t>(dim / 2));
-  for (int i = 0; i < dim / 2; ++i) inv[static_cast<std::size_t>(i)] = 1.0 / std::pow(base, (2.0 * i) / dim);
-  if (r.scaling == RopeScalingKind::Linear) {
-    for (auto& f : inv) f /= r.factor;  // positions divided by factor
-  } else if (r.scaling == RopeScalingKind::Llama3) {
-    // Llama 3.1: long wavelengths (beyond the original context / low_freq_factor) are slowed by
-    // `factor`, short ones (below context / high_freq_factor) kept, the band between blended.
-    const double old_ctx = r.original_max_position_embeddings;
-    const double low_wavelen = old_ctx / r.low_freq_factor, high_wavelen = old_ctx / r.high_freq_factor;
-    for (auto& f : inv) {
-      const double wavelen = 2 * M_PI / f;
-      if (wavelen > low_wavelen) {
-        f = f / r.factor;
-      } else if (wavelen >= high_wavelen) {
-        const double smooth = (old_ctx / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
-        f = (1 - smooth) * f / r.factor + smooth * f;
-      }
-    }
-  }
-  return inv;
-}
-
 }  // namespace nexplain

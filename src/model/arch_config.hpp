@@ -91,9 +91,7 @@ struct ArchConfig {
   nlohmann::json to_hf_json() const;
 };
 
-// The rotary inverse frequencies, as HF's ROPE_INIT_FUNCTIONS computes them for this config
-// (size rotary_dim / 2). `seq_len` matters only for "dynamic" scaling, whose base grows with the
-// sequence length once it exceeds max_positions.
-std::vector<double> rope_inv_freq(const ArchConfig& c, int seq_len);
+// The rotary inverse frequencies and cos/sin tables of a config: model/rope.hpp (header-only,
+// for the CUDA engine too).
 
 }  // namespace nexplain

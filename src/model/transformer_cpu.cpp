@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "core/error.hpp"
+#include "model/rope.hpp"
 #include "model/thread_pool.hpp"
 
 namespace nexplain {
@@ -134,21 +135,11 @@ void TransformerCpu::ensure_workspace(int B, int T) {
   scores_.resize(static_cast<std::size_t>(pool_->size()) * static_cast<std::size_t>(ws_T_));
 }
 
-// cos/sin of t * inv_freq for t < T. As in HF, the angle is a float32 product of the position
-// and the float32 inverse frequency; its cosine and sine are then taken accurately.
+// The cos/sin tables of model/rope.hpp, which the CUDA forward uses too.
 void TransformerCpu::prepare_rope(int T) {
   const auto& c = w_.config;
   if (c.position != PositionKind::Rotary || rope_T_ == T) return;
-  const std::vector<double> inv = rope_inv_freq(c, T);
-  const int half = c.rope.rotary_dim / 2;
-  cos_.resize(static_cast<std::size_t>(T) * half);
-  sin_.resize(cos_.size());
-  for (int t = 0; t < T; ++t)
-    for (int i = 0; i < half; ++i) {
-      const float angle = static_cast<float>(t) * static_cast<float>(inv[static_cast<std::size_t>(i)]);
-      cos_[static_cast<std::size_t>(t) * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
-      sin_[static_cast<std::size_t>(t) * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
-    }
+  rope_tables(c, T, cos_, sin_);
   rope_T_ = T;
 }
 

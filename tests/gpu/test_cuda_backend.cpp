@@ -1,6 +1,8 @@
-// The CUDA backend against the CPU reference (label gpu). Every test skips, saying why, when the
-// build has no CUDA backend or the machine no CUDA device; the CLI wiring test also runs without
-// a device (then --device cuda must fail clearly and --device auto must fall back to the CPU).
+// The CUDA backend against the CPU reference (label gpu), on GPT-2: the CPU side is TransformerCpu
+// (which a unit test holds bit-identical to Gpt2Cpu on GPT-2). The other families' forward is
+// tests/gpu/test_cuda_transformer.cpp. Every test skips, saying why, when the build has no CUDA
+// backend or the machine no CUDA device; the CLI wiring test also runs without a device (then
+// --device cuda must fail clearly and --device auto must fall back to the CPU).
 //
 // Order matters for reading failures: the reduction alone first (same activations on both
 // sides: everything bitwise), then the forward (tolerances), then the whole backend.
@@ -25,16 +27,14 @@
 #include "core/error.hpp"
 #include "io/records_file.hpp"
 #include "io/safetensors.hpp"
-#include "io/sequences.hpp"
-#include "model/gpt2_cpu.hpp"
-#include "model/gpt2_weights.hpp"
+#include "model/transformer_cpu.hpp"
 #include "model/transformer_weights.hpp"
 #include "test_support.hpp"
 
 #ifdef NEXPLAIN_HAVE_CUDA
 #include "collect/cuda_backend.hpp"
 #include "cuda_engine.hpp"
-#include "device_info.hpp"
+#include "forward_parity.hpp"
 #include "reduction_test_data.hpp"
 using namespace nexplain::gputest;
 #endif
@@ -42,54 +42,6 @@ using namespace nexplain::gputest;
 using namespace nexplain;
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
-
-namespace {
-
-std::vector<std::uint32_t> random_tokens(std::size_t n, std::uint32_t vocab, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<std::uint32_t> tok(0, vocab - 1);
-  std::vector<std::uint32_t> t(n);
-  for (auto& x : t) x = tok(rng);
-  return t;
-}
-
-#ifdef NEXPLAIN_HAVE_CUDA
-const cuda::DeviceInfo& gpu() {
-  static const cuda::DeviceInfo info = cuda::query_device();
-  return info;
-}
-#define NEXPLAIN_REQUIRE_GPU() \
-  if (!gpu().available) GTEST_SKIP() << "no CUDA device: " << gpu().reason
-
-struct Diff {
-  double max_abs = 0.0, max_ref = 0.0;
-  double ratio() const { return max_ref > 0 ? max_abs / max_ref : max_abs; }
-};
-
-Diff compare(const std::vector<float>& ours, const std::vector<float>& ref) {
-  Diff d;
-  EXPECT_EQ(ours.size(), ref.size());
-  for (std::size_t i = 0; i < std::min(ours.size(), ref.size()); ++i) {
-    d.max_abs = std::max(d.max_abs, std::fabs(static_cast<double>(ours[i]) - ref[i]));
-    d.max_ref = std::max(d.max_ref, std::fabs(static_cast<double>(ref[i])));
-  }
-  return d;
-}
-
-Gpt2Config small_config(int n_layer) {
-  Gpt2Config c;
-  c.n_embd = 768;
-  c.n_layer = n_layer;
-  c.n_head = 12;
-  c.n_inner = 3072;
-  c.n_positions = 1024;
-  c.vocab_size = 50257;
-  return c;
-}
-
-#endif  // NEXPLAIN_HAVE_CUDA
-
-}  // namespace
 
 #ifdef NEXPLAIN_HAVE_CUDA
 
@@ -225,69 +177,28 @@ TEST(CudaReduction, BadBatchesAreErrors) {
 
 // ==================================================================== 2. the forward
 
-namespace {
-
-double tolerance(cuda::Precision p) {
-  switch (p) {
-    case cuda::Precision::fp32: return 1e-4;
-    case cuda::Precision::tf32: return 2e-3;
-    case cuda::Precision::bf16: return 2e-2;
-  }
-  return 0.0;
-}
-
-constexpr cuda::Precision kAllPrecisions[] = {cuda::Precision::fp32, cuda::Precision::tf32, cuda::Precision::bf16};
-
-// GPU forward (each precision) against the CPU forward on the same tokens, every layer.
-void check_forward(const Gpt2Weights& w, const std::vector<std::uint32_t>& tokens, int B, int T, const char* what,
-                   const SafetensorsFile* hf = nullptr, const cuda::ForwardTuning* tuning = nullptr) {
-  Gpt2Cpu cpu(w, 0);
-  CollectingSink sink;
-  cpu.forward(tokens.data(), B, T, ForwardOptions{}, sink);
-  std::vector<int> layers(static_cast<std::size_t>(w.config.n_layer));
-  for (int l = 0; l < w.config.n_layer; ++l) layers[static_cast<std::size_t>(l)] = l;
-  std::printf("%s (B=%d T=%d): layer, precision, max|gpu-cpu|, max|cpu|, ratio, limit%s\n", what, B, T,
-              hf ? ", ratio vs HF" : "");
-  for (const auto prec : kAllPrecisions) {
-    cuda::Gpt2Device dev(w, w.config.n_layer - 1, prec);
-    if (tuning) dev.set_tuning(*tuning);
-    const auto acts = dev.forward_host(tokens.data(), B, T, layers);
-    if (tuning) std::printf("  %s: %s\n", cuda::precision_name(prec), dev.tuning_summary().c_str());
-    for (int l : layers) {
-      const Diff d = compare(acts.at(l), sink.mlp.at(l));
-      std::string hf_txt;
-      if (hf) hf_txt = "  " + std::to_string(compare(acts.at(l), hf->to_float("mlp_act." + std::to_string(l))).ratio());
-      std::printf("  %d  %s  %.3e  %.3e  %.3e  %.0e%s\n", l, cuda::precision_name(prec), d.max_abs, d.max_ref,
-                  d.ratio(), tolerance(prec), hf_txt.c_str());
-      EXPECT_LE(d.max_abs, tolerance(prec) * d.max_ref) << what << " layer " << l << " " << cuda::precision_name(prec);
-    }
-  }
-  std::fflush(stdout);
-}
-
-}  // namespace
-
 TEST(CudaForward, HfFixtureMatchesCpu) {
   NEXPLAIN_REQUIRE_GPU();
   NEXPLAIN_REQUIRE_SHARED(shared);
   const auto dir = shared / "fixtures" / "hf-gpt2-tiny";
-  const auto w = Gpt2Weights::load(dir);
+  const auto w = TransformerWeights::load(dir);
   const auto expected = SafetensorsFile::open(dir / "expected.safetensors");
   const auto& info = expected.info("input_ids");
   ASSERT_EQ(info.shape.size(), 2u);
   const int B = static_cast<int>(info.shape[0]), T = static_cast<int>(info.shape[1]);
   std::vector<std::uint32_t> tokens;
   for (auto v : expected.to_int64("input_ids")) tokens.push_back(static_cast<std::uint32_t>(v));
-  check_forward(w, tokens, B, T, "hf-gpt2-tiny", &expected);
+  const HfReference hf{&expected, "mlp_act"};
+  check_forward(w, tokens, B, T, "hf-gpt2-tiny", &hf);
   // The longest sequences the model allows (T = n_positions).
-  const int T2 = w.config.n_positions;
+  const int T2 = w.config.max_positions;
   check_forward(w, random_tokens(static_cast<std::size_t>(2) * T2, static_cast<std::uint32_t>(w.config.vocab_size), 3),
                 2, T2, "hf-gpt2-tiny, T = n_positions");
 }
 
 TEST(CudaForward, RandomGpt2SmallMatchesCpu) {
   NEXPLAIN_REQUIRE_GPU();
-  const auto w = Gpt2Weights::random(small_config(2), 7);
+  const auto w = TransformerWeights::random(gpt2_config(2), 7);
   const int B = 6, T = 64;
   check_forward(w, random_tokens(static_cast<std::size_t>(B) * T, 50257, 4), B, T, "random GPT-2 small shape");
 }
@@ -296,7 +207,7 @@ TEST(CudaForward, RandomGpt2SmallMatchesCpu) {
 // fp32 and tf32) stays within the precision's tolerance of the CPU forward.
 TEST(CudaForward, EveryTuningMatchesCpu) {
   NEXPLAIN_REQUIRE_GPU();
-  const auto w = Gpt2Weights::random(small_config(2), 9);
+  const auto w = TransformerWeights::random(gpt2_config(2), 9);
   const int B = 4, T = 64;
   const auto tokens = random_tokens(static_cast<std::size_t>(B) * T, 50257, 5);
   cuda::ForwardTuning none;
@@ -312,25 +223,14 @@ TEST(CudaForward, EveryTuningMatchesCpu) {
 TEST(CudaForward, LongSequencesUseTheGlobalMemoryAttentionPath) {
   NEXPLAIN_REQUIRE_GPU();
   // T = 1024 with head size 64 does not fit K and V in 48 KiB of shared memory.
-  Gpt2Config c = small_config(1);
-  c.n_embd = 128;
-  c.n_head = 2;
-  c.n_inner = 512;
-  c.vocab_size = 1000;
-  const auto w = Gpt2Weights::random(c, 8);
+  const auto w = TransformerWeights::random(gpt2_config(1, 128, 2, 1000), 8);
   check_forward(w, random_tokens(1024, 1000, 5), 1, 1024, "T = 1024, head size 64");
 }
 
 TEST(CudaForward, BadInputIsAnError) {
   NEXPLAIN_REQUIRE_GPU();
-  Gpt2Config c = small_config(1);
-  c.n_embd = 64;
-  c.n_head = 4;
-  c.n_inner = 256;
-  c.vocab_size = 100;
-  c.n_positions = 16;
-  const auto w = Gpt2Weights::random(c, 9);
-  cuda::Gpt2Device dev(w, 0, cuda::Precision::fp32);
+  const auto w = TransformerWeights::random(gpt2_config(1, 64, 4, 100, 16), 9);
+  cuda::TransformerDevice dev(w, 0, 0, cuda::Precision::fp32);
   std::vector<std::uint32_t> tokens(32, 1);
   tokens[21] = 100;
   try {
@@ -373,19 +273,11 @@ void excerpt_maxima(const std::vector<float>& acts, std::size_t n_ex, std::uint3
 
 namespace {
 
-// The same weights for the CPU backend, which runs TransformerCpu: written and read back through
-// the generic loader (F32, so bit for bit the same values).
-TransformerWeights as_transformer(const Gpt2Weights& w) {
-  test::TempDir dir;
-  w.save(dir.path());
-  return TransformerWeights::load(dir.path());
-}
-
 // The fp32 CUDA backend against the CPU backend on random tokens: n_ex excerpts of T tokens in
 // batches of `batch`, the given layers captured.
-void check_backend_parity(const Gpt2Weights& w, const std::vector<int>& layers, const char* what) {
+void check_backend_parity(const TransformerWeights& w, const std::vector<int>& layers, const char* what) {
   const int T = 64, n_ex = 96, batch = 32;
-  const auto N = static_cast<std::uint32_t>(w.config.n_inner);
+  const auto N = static_cast<std::uint32_t>(w.config.intermediate);
   CaptureParams params;
   params.T = T;
   params.seed = 99;
@@ -395,7 +287,7 @@ void check_backend_parity(const Gpt2Weights& w, const std::vector<int>& layers, 
   for (int e = 0; e < n_ex; ++e) ids[static_cast<std::size_t>(e)] = 5 + 3 * static_cast<std::uint64_t>(e);
   const auto tok = [&](int first) { return tokens.data() + static_cast<std::size_t>(first) * T; };
 
-  CpuCollectBackend cpu(as_transformer(w), layers, params, 0);
+  CpuCollectBackend cpu(w, layers, params, 0);
   CudaCollectBackend gpu(w, layers, params, cuda::Precision::fp32);
   EXPECT_EQ(gpu.name(), "cuda:fp32");
 
@@ -421,7 +313,7 @@ void check_backend_parity(const Gpt2Weights& w, const std::vector<int>& layers, 
   std::vector<LayerTruth> truth(layers.size());
   std::vector<HistogramState> gpu_hist_ref(layers.size(), HistogramState(N));
   {
-    Gpt2Cpu cpu_model(w, 0);
+    TransformerCpu cpu_model(w, 0);
     for (int b = 0; b < n_ex; b += batch) {
       const auto g = gpu.model().forward_host(tok(b), batch, T, layers);
       CollectingSink sink;
@@ -576,21 +468,35 @@ void check_backend_parity(const Gpt2Weights& w, const std::vector<int>& layers, 
 TEST(CudaBackend, MatchesCpuBackend) {
   NEXPLAIN_REQUIRE_GPU();
   // GPT-2 small shape; layer 1 runs but is not captured.
-  check_backend_parity(Gpt2Weights::random(small_config(3), 21), {0, 2}, "random GPT-2 small shape, layers 0 and 2");
+  check_backend_parity(TransformerWeights::random(gpt2_config(3), 21), {0, 2},
+                       "random GPT-2 small shape, layers 0 and 2");
 }
 
 TEST(CudaBackend, MatchesCpuBackendOnHfFixture) {
   NEXPLAIN_REQUIRE_GPU();
   NEXPLAIN_REQUIRE_SHARED(shared);
-  check_backend_parity(Gpt2Weights::load(shared / "fixtures" / "hf-gpt2-tiny"), {0, 1}, "hf-gpt2-tiny, layers 0 and 1");
+  check_backend_parity(TransformerWeights::load(shared / "fixtures" / "hf-gpt2-tiny"), {0, 1},
+                       "hf-gpt2-tiny, layers 0 and 1");
+}
+
+// The same integration for the other families: RMSNorm, RoPE, grouped-query attention, gated
+// MLPs, the parallel residual.
+TEST(CudaBackend, MatchesCpuBackendOnEveryFamily) {
+  NEXPLAIN_REQUIRE_GPU();
+  NEXPLAIN_REQUIRE_SHARED(shared);
+  for (const char* name : {"hf-llama-tiny", "hf-neox-tiny", "hf-qwen2-tiny"}) {
+    SCOPED_TRACE(name);
+    check_backend_parity(TransformerWeights::load(shared / "fixtures" / name), {0, 1},
+                         (std::string(name) + ", layers 0 and 1").c_str());
+  }
 }
 
 TEST(CudaBackend, ReducedPrecisionsReduceTheirOwnActivationsExactly) {
   NEXPLAIN_REQUIRE_GPU();
-  const auto w = Gpt2Weights::random(small_config(2), 22);
+  const auto w = TransformerWeights::random(gpt2_config(2), 22);
   const std::vector<int> layers{1};
   const int T = 64, n_ex = 48, batch = 16;
-  const auto N = static_cast<std::uint32_t>(w.config.n_inner);
+  const auto N = static_cast<std::uint32_t>(w.config.intermediate);
   CaptureParams params;
   params.T = T;
   params.K = 10;
@@ -626,10 +532,10 @@ TEST(CudaBackend, ReducedPrecisionsReduceTheirOwnActivationsExactly) {
 // reduction read activations already overwritten by a later layer or batch.
 TEST(CudaBackend, OverlapGivesTheSameStatesAsSerial) {
   NEXPLAIN_REQUIRE_GPU();
-  const auto w = Gpt2Weights::random(small_config(3), 31);
+  const auto w = TransformerWeights::random(gpt2_config(3), 31);
   const std::vector<int> layers{0, 1, 2};
   const int T = 64, n_ex = 96, batch = 32;
-  const auto N = static_cast<std::uint32_t>(w.config.n_inner);
+  const auto N = static_cast<std::uint32_t>(w.config.intermediate);
   CaptureParams params;
   params.T = T;
   params.K = 8;
@@ -674,26 +580,10 @@ TEST(CudaBackend, OverlapGivesTheSameStatesAsSerial) {
 
 namespace {
 
-fs::path make_sequences(const test::TempDir& dir, std::uint64_t n, int T, std::uint32_t vocab, std::uint32_t seed) {
-  const auto path = dir / "seqs.h5";
-  SequencesInfo info;
-  info.seq_len = T;
-  info.vocab_size = vocab;
-  info.eot_id = vocab - 1;
-  info.tokenizer_sha256 = "synthetic";
-  SequencesWriter w(path, info);
-  w.append(random_tokens(n * static_cast<std::uint64_t>(T), vocab, seed));
-  w.finish({{"source", "synthetic"}});
-  return path;
-}
-
-}  // namespace
-
-TEST(CudaCli, DeviceOptionSelectsTheBackend) {
-  NEXPLAIN_REQUIRE_SHARED(shared);
+// collect --device cpu|cuda|auto and --precision through the real CLI on one model directory.
+void check_device_option(const fs::path& model) {
   test::TempDir dir;
-  const auto model = shared / "fixtures" / "hf-gpt2-tiny";
-  const auto seqs = make_sequences(dir, 120, 32, 1000, 8);
+  const auto seqs = test::write_random_sequences(dir / "seqs.h5", 120, 32, 1000, 8);
   const auto collect = [&](const std::string& device, const std::string& precision, const fs::path& out) {
     return test::run_cli({"collect", "--model", model.string(), "--corpus", seqs.string(), "--out", out.string(),
                           "--batch", "25", "--threads", "2", "--device", device, "--precision", precision});
@@ -748,8 +638,20 @@ TEST(CudaCli, DeviceOptionSelectsTheBackend) {
     std::size_t same_top = 0;
     for (std::size_t n = 0; n < a.n_neurons; ++n)
       same_top += std::equal(a.topk_ids.begin() + n * K, a.topk_ids.begin() + (n + 1) * K, b.topk_ids.begin() + n * K);
-    std::printf("CLI collect, layer %d: identical top-K lists for %zu of %u neurons\n", layer, same_top, a.n_neurons);
+    std::printf("CLI collect, %s, layer %d: identical top-K lists for %zu of %u neurons\n",
+                model.filename().c_str(), layer, same_top, a.n_neurons);
     EXPECT_GE(same_top * 100, std::size_t{99} * a.n_neurons) << "layer " << layer;
+  }
+}
+
+}  // namespace
+
+// Every family: the CUDA backend runs them all (and without a device they all fail the same way).
+TEST(CudaCli, DeviceOptionSelectsTheBackend) {
+  NEXPLAIN_REQUIRE_SHARED(shared);
+  for (const char* name : {"hf-gpt2-tiny", "hf-llama-tiny", "hf-neox-tiny", "hf-qwen2-tiny"}) {
+    SCOPED_TRACE(name);
+    check_device_option(shared / "fixtures" / name);
   }
 }
 

@@ -7,6 +7,7 @@
 
 #include "core/error.hpp"
 #include "model/arch_config.hpp"
+#include "model/rope.hpp"
 #include "test_support.hpp"
 
 using namespace nexplain;

@@ -28,6 +28,16 @@ case "$NX_LAUNCHER" in
        NX_LAUNCH=(mpirun)
      fi ;;
 esac
+# Open MPI's mpirun does not forward SIGTERM (scancel and preemption signal the batch step, mpirun
+# included): it ends the job itself, sending the ranks SIGTERM after odls_base_sigkill_timeout
+# seconds and SIGKILL as many seconds later, and forwards nothing (not the trap's USR1) meanwhile.
+# Its default of 1 s kills the ranks before they can checkpoint; 15 s gives them from 15 s to 30 s
+# (Slurm's default KillWait), or all 30 s where Slurm signals the ranks too (proctrack/cgroup).
+# The price: a job aborted by an error takes 30 s to end. docs/MPI.md. [slurm] env may set
+# OMPI_MCA_odls_base_sigkill_timeout to another value (about half the cluster's KillWait).
+if [ "${NX_LAUNCH[0]}" = mpirun ]; then
+  export OMPI_MCA_odls_base_sigkill_timeout="${OMPI_MCA_odls_base_sigkill_timeout:-15}"
+fi
 
 nx_on_signal() {
   NX_SIGNALLED=$1

@@ -16,12 +16,15 @@ void add_sweep_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("sweep",
                                  "Run a sweep (jobs/*.toml): make or load the model, tokenize, collect, explain/simulate/score,\n"
                                  "then print a summary. Rerunning resumes: finished stages are skipped, explain resumes\n"
-                                 "from its journal. Under mpirun the explain stage uses every rank.\n"
+                                 "from its journal. Under mpirun (mpirun -np N nexplain sweep FILE) every rank runs the\n"
+                                 "checkpointed MPI collect, then joins the explain pool (rank 0 coordinates); --explain-ranks K\n"
+                                 "keeps the last K ranks out of the collect (they wait for the records, then explain).\n"
                                  "--stage runs one stage (the Slurm jobs of `nexplain submit`): collect is then the checkpointed\n"
                                  "MPI collect on every rank. Exit codes: 0 done, 1 error, 2 usage, 75 checkpointed after\n"
-                                 "SIGUSR1/SIGTERM (collect or explain stage; rerun or requeue to resume).");
+                                 "SIGUSR1/SIGTERM (collect or explain; rerun or requeue to resume).");
   struct Opts {
     std::string file, out, tokenizer, stage = "all", layers;
+    int explain_ranks = 0;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("sweep", o->file, "Sweep description (.toml or .json); see docs/SWEEP.md")->required()->check(CLI::ExistingFile);
@@ -31,7 +34,12 @@ void add_sweep_command(CLI::App& app) {
   cmd->add_option("--layers", o->layers,
                   "With --stage collect: only these layers, into <out>/parts/records.L<range>.h5 (a job array task);\n"
                   "the explain stage merges the parts into records.h5");
-  cmd->callback([o] {
+  auto* explain_ranks =
+      cmd->add_option("--explain-ranks", o->explain_ranks,
+                      "Stage all under mpirun: the last K ranks skip the collect and only join the explain pool\n"
+                      "(overrides [mpi] explain_ranks; default 0: every rank collects, then explains)")
+          ->check(CLI::NonNegativeNumber);
+  cmd->callback([o, explain_ranks] {
     bool checkpointed = false;
     {
       MpiSession mpi;
@@ -40,13 +48,18 @@ void add_sweep_command(CLI::App& app) {
       SweepRunOptions ro;
       ro.command_line = command_line();
       ro.stage = parse_sweep_stage(o->stage);
+      if (explain_ranks->count() > 0) {
+        if (ro.stage != SweepStage::all)
+          throw CLI::ValidationError("--explain-ranks", "splits the ranks of a whole sweep: it needs --stage all");
+        config.explain_ranks = o->explain_ranks;
+      }
       ro.collect_layers = o->layers;
       const std::filesystem::path given = !o->tokenizer.empty() ? std::filesystem::path(o->tokenizer) : config.tokenizer;
       // Only the stages that read text need the tokenizer.
       if (ro.stage != SweepStage::collect) ro.tokenizer_dir = locate_tokenizer_dir(given);
       SweepOutcome outcome;
       try {
-        outcome = run_sweep(config, ro, mpi.world());
+        outcome = run_sweep(config, ro, mpi);
       } catch (const Error& e) {
         // Another rank may wait in a collective (the collect stage): end them all.
         if (mpi.size() > 1) {

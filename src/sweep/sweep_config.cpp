@@ -37,7 +37,7 @@ void get(const json& s, const char* key, T& out, const std::string& source, cons
 SweepConfig SweepConfig::from_json(const json& j, const std::string& source) {
   SweepConfig c;
   c.raw = j;
-  only_keys(j, "top level", {"sweep", "model", "corpus", "collect", "explain", "slurm"}, source);
+  only_keys(j, "top level", {"sweep", "model", "corpus", "collect", "explain", "mpi", "slurm"}, source);
   const json empty = json::object();
   const json& sw = j.value("sweep", empty);
   only_keys(sw, "sweep", {"name", "out"}, source);
@@ -95,6 +95,11 @@ SweepConfig SweepConfig::from_json(const json& j, const std::string& source) {
   get(cl, "device", o.device, source, "collect");
   get(cl, "precision", o.precision, source, "collect");
   get(cl, "checkpoint_every", c.checkpoint_every, source, "collect");
+
+  const json& mp = j.value("mpi", empty);
+  only_keys(mp, "mpi", {"explain_ranks"}, source);
+  get(mp, "explain_ranks", c.explain_ranks, source, "mpi");
+  if (c.explain_ranks < 0) fail("{}: [mpi] explain_ranks = {}: must be 0 or more", source, c.explain_ranks);
 
   json ex = j.value("explain", empty);
   if (!ex.is_object()) fail("{}: [explain] must be a table", source);

@@ -41,6 +41,11 @@ struct SweepConfig {
   std::string explain_layers = "all";
   std::uint32_t neurons_per_layer = 0;
 
+  // [mpi]: `nexplain sweep` (stage all) under mpirun. Every rank collects, then every rank joins
+  // the explain pool; the last explain_ranks world ranks skip the collect and wait for the
+  // records instead (docs/SWEEP.md). The --stage jobs ignore it: each runs one role on all ranks.
+  int explain_ranks = 0;
+
   nlohmann::json raw;  // the file as read (for [slurm] and provenance)
 
   // Parses and validates; unknown sections or keys are errors naming them and `source`.

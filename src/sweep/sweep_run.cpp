@@ -13,6 +13,8 @@
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "dist/collect_mpi.hpp"
+#include "dist/sleeping_bcast.hpp"
+#include "dist/stop_signal.hpp"
 #include "explain/explain_run.hpp"
 #include "io/corpus_reader.hpp"
 #include "io/corpus_tokenize.hpp"
@@ -99,7 +101,8 @@ SweepStage parse_sweep_stage(const std::string& text) {
 namespace {
 
 // Runs `f` on rank 0 and tells every rank whether it failed, so that no rank waits in a
-// collective for one that threw. Rank 0 rethrows; the others return false.
+// collective for one that threw. Rank 0 rethrows; the others return false. The others sleep
+// meanwhile (tokenizing a large corpus takes a while).
 bool on_rank0(MPI_Comm comm, const std::function<void()>& f) {
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
@@ -112,16 +115,73 @@ bool on_rank0(MPI_Comm comm, const std::function<void()>& f) {
     }
   }
   int failed = error.empty() ? 0 : 1;
-  MPI_Bcast(&failed, 1, MPI_INT, 0, comm);
+  sleeping_bcast(failed, 0, comm);
   if (failed && rank == 0) throw Error(error);
   return !failed;
 }
 
+// The MPI collect's outcome as world rank 0 announces it to every rank of a stage-all sweep.
+enum CollectEnd : int { kCollectFinished = 0, kCollectCheckpointed = 1 };
+
+// The checkpointed collect over every rank of `comm` (the collect role's communicator): a
+// checkpoint next to the output (periodic and on SIGUSR1/SIGTERM), resumed from automatically
+// when present. Skipped when the output exists. Returns whether it stopped at a checkpoint;
+// `line` gets the summary line (comm rank 0) or the checkpoint message.
+bool collect_stage(const SweepConfig& c, const SweepRunOptions& o, MPI_Comm comm, std::string& line) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  const auto t = std::chrono::steady_clock::now();
+  CollectOptions co = c.collect;
+  co.model_dir = c.model_path();
+  co.sequences = c.sequences_path();
+  co.out = o.collect_layers.empty() ? c.records_path() : part_records_path(c, o.collect_layers);
+  if (!o.collect_layers.empty()) co.layers = o.collect_layers;
+  co.command_line = o.command_line;
+  auto done_line = [&](const std::string& what) {
+    line = fmt::format("  {:<9} {:<48} {:>7.1f} s\n", "collect", what, since(t));
+  };
+  if (fs::exists(co.out)) {
+    line = fmt::format("  {:<9} {:<48} {:>7.1f} s\n", "collect", co.out.filename().string() + " (exists)", 0.0);
+    return false;
+  }
+  if (c.collect.device == "cuda" && size == 1) {
+    // The MPI collect takes only the CPU backend so far (docs/MPI.md, Limits): one GPU rank
+    // runs the plain collect. It has no checkpoints: a stop signal ends it and the requeued
+    // job starts this stage again (its output is atomic, so nothing half-written remains).
+    spdlog::warn("sweep {}: collect on one CUDA rank without checkpoints (the MPI collect is CPU-only for now); "
+                 "a stop signal restarts this stage", c.name);
+    fs::create_directories(co.out.parent_path());
+    const auto s = run_collect(co);
+    done_line(fmt::format("{} excerpts, {:.0f} tokens/s on {}", s.excerpts, s.main_tokens_per_s, s.backend));
+    return false;
+  }
+  if (c.collect.device == "cuda")
+    fail("[collect] device = \"cuda\": the MPI collect on {} ranks runs the CPU backend only for now (docs/MPI.md); "
+         "collect on one rank (under mpirun -np N: [mpi] explain_ranks = N-1) or use device = \"cpu\"",
+         size);
+  if (rank == 0) fs::create_directories(co.out.parent_path());
+  MPI_Barrier(comm);
+  DistCollectOptions d;
+  d.checkpoint = c.checkpoint_for(co.out);
+  d.checkpoint_every = c.checkpoint_every;
+  if (rank == 0) spdlog::info("sweep {}: collecting layers {} into {} on {} rank(s)", c.name, co.layers, co.out.string(), size);
+  const auto s = run_collect_mpi(co, d, comm);
+  if (s.checkpointed) {
+    line = fmt::format("collect checkpointed to {}: rerun (requeue) to resume\n", d.checkpoint.string());
+    return true;
+  }
+  done_line(fmt::format("{} excerpts{}, {:.0f} tokens/s on {} ({} rank{})", s.collect.excerpts,
+                        s.resumed_from ? fmt::format(" (resumed at {})", s.resumed_from) : std::string(),
+                        s.collect.main_tokens_per_s, s.collect.backend, size, size == 1 ? "" : "s"));
+  return false;
+}
+
 }  // namespace
 
-SweepOutcome run_sweep(const SweepConfig& c, const SweepRunOptions& o, MPI_Comm comm) {
-  int rank = 0;
-  MPI_Comm_rank(comm, &rank);
+SweepOutcome run_sweep(const SweepConfig& c, const SweepRunOptions& o, const MpiSession& mpi) {
+  const MPI_Comm world = mpi.world();
+  const int rank = mpi.rank(), size = mpi.size();
   const auto t0 = std::chrono::steady_clock::now();
   const bool all = o.stage == SweepStage::all;
   SweepOutcome outcome;
@@ -131,10 +191,21 @@ SweepOutcome run_sweep(const SweepConfig& c, const SweepRunOptions& o, MPI_Comm 
   };
   if (!o.collect_layers.empty() && o.stage != SweepStage::collect)
     fail("--layers selects a collect part: it needs --stage collect");
+  // Every rank checks, so every rank stops here alike, before any collective.
+  if (all && c.explain_ranks >= size)
+    fail("[mpi] explain_ranks = {} (--explain-ranks) leaves no rank for the collect: the job has {} rank(s); "
+         "run more ranks (mpirun -np {} or more) or reserve fewer",
+         c.explain_ranks, size, c.explain_ranks + 1);
+  // A stop signal reaches every rank (mpirun forwards it; Slurm signals every task), also ranks
+  // that wait in the meantime (for the tokenizer, for the records): on them it must set the flag
+  // the collect and explain poll, not end the process. One process keeps the default action
+  // until a stage installs its handlers (its plain collect has no checkpoint to write), and so
+  // does the tokenize stage, which polls nothing.
+  if (size > 1 && o.stage != SweepStage::tokenize) install_stop_handlers();
 
-  // Model and tokenize: rank 0; the others wait for them.
+  // Model and tokenize: world rank 0; the others wait for them.
   if (all || o.stage == SweepStage::tokenize) {
-    const bool ok = on_rank0(comm, [&] {
+    const bool ok = on_rank0(world, [&] {
       fs::create_directories(c.out);
       auto t = std::chrono::steady_clock::now();
       if (!c.planted.empty() && !fs::exists(c.model_path() / "config.json")) {
@@ -163,73 +234,69 @@ SweepOutcome run_sweep(const SweepConfig& c, const SweepRunOptions& o, MPI_Comm 
     if (!ok) return outcome;
   }
 
-  if (all) {
-    // The plain sweep: one process collects every layer (any backend, CUDA included).
-    const bool ok = on_rank0(comm, [&] {
-      const auto t = std::chrono::steady_clock::now();
-      if (!fs::exists(c.records_path())) {
-        spdlog::info("sweep {}: collecting", c.name);
-        CollectOptions co = c.collect;
-        co.model_dir = c.model_path();
-        co.sequences = c.sequences_path();
-        co.out = c.records_path();
-        co.command_line = o.command_line;
-        const auto s = run_collect(co);
-        stage_line("collect", fmt::format("{} excerpts, {:.0f} tokens/s on {}", s.excerpts, s.main_tokens_per_s, s.backend),
-                   since(t));
-      } else {
-        stage_line("collect", "records.h5 (exists)", 0);
+  if (all && size == 1) {
+    // One process: the plain collect of every layer (any backend, CUDA included).
+    const auto t = std::chrono::steady_clock::now();
+    if (!fs::exists(c.records_path())) {
+      spdlog::info("sweep {}: collecting", c.name);
+      CollectOptions co = c.collect;
+      co.model_dir = c.model_path();
+      co.sequences = c.sequences_path();
+      co.out = c.records_path();
+      co.command_line = o.command_line;
+      const auto s = run_collect(co);
+      stage_line("collect", fmt::format("{} excerpts, {:.0f} tokens/s on {}", s.excerpts, s.main_tokens_per_s, s.backend),
+                 since(t));
+    } else {
+      stage_line("collect", "records.h5 (exists)", 0);
+    }
+  }
+
+  if (all && size > 1) {
+    // Under mpirun: the MPI collect on the collect role, the first N - explain_ranks world
+    // ranks (world rank 0 among them, so it keeps the report). The reserved ranks take no
+    // part in it: they sleep until world rank 0 says how the collect ended. An error on a
+    // collect rank aborts the whole job (the CLI), the waiting ranks included.
+    const bool collects = rank < size - c.explain_ranks;
+    if (c.explain_ranks > 0 && rank == 0)
+      spdlog::info("sweep {}: {}", c.name,
+                   c.explain_ranks == 1
+                       ? fmt::format("world rank {} waits for the records, then joins the explain pool", size - 1)
+                       : fmt::format("world ranks {}-{} wait for the records, then join the explain pool",
+                                     size - c.explain_ranks, size - 1));
+    int end = kCollectFinished;
+    {
+      const MpiComm role = mpi.split_roles(collects ? RankRole::collect : RankRole::idle);
+      if (collects) {
+        std::string line;
+        end = collect_stage(c, o, role.get(), line) ? kCollectCheckpointed : kCollectFinished;
+        if (end == kCollectFinished) report += line;
+        else if (rank == 0) outcome.summary = line;
       }
-    });
-    if (!ok) return outcome;
+    }
+    sleeping_bcast(end, 0, world);
+    if (end == kCollectCheckpointed) {
+      // Every rank exits 75: the job is requeued or rerun, and the collect resumes.
+      outcome.checkpointed = true;
+      return outcome;
+    }
   }
 
   if (o.stage == SweepStage::collect) {
-    // The checkpointed collect of a Slurm job: every rank of `comm`, a checkpoint next to the
-    // output (periodic and on SIGUSR1/SIGTERM), resumed from automatically when present.
-    const auto t = std::chrono::steady_clock::now();
-    CollectOptions co = c.collect;
-    co.model_dir = c.model_path();
-    co.sequences = c.sequences_path();
-    co.out = o.collect_layers.empty() ? c.records_path() : part_records_path(c, o.collect_layers);
-    if (!o.collect_layers.empty()) co.layers = o.collect_layers;
-    co.command_line = o.command_line;
-    int size = 1;
-    MPI_Comm_size(comm, &size);
-    if (fs::exists(co.out)) {
-      stage_line("collect", co.out.filename().string() + " (exists)", 0);
-    } else if (c.collect.device == "cuda" && size == 1) {
-      // The MPI collect takes only the CPU backend so far (docs/MPI.md, Limits): one GPU rank
-      // runs the plain collect. It has no checkpoints: a stop signal ends it and the requeued
-      // job starts this stage again (its output is atomic, so nothing half-written remains).
-      spdlog::warn("sweep {}: collect on one CUDA rank without checkpoints (the MPI collect is CPU-only for now); "
-                   "a stop signal restarts this stage", c.name);
-      if (rank == 0) fs::create_directories(co.out.parent_path());
-      const auto s = run_collect(co);
-      stage_line("collect", fmt::format("{} excerpts, {:.0f} tokens/s on {}", s.excerpts, s.main_tokens_per_s, s.backend), since(t));
-    } else {
-      if (rank == 0) fs::create_directories(co.out.parent_path());
-      MPI_Barrier(comm);
-      DistCollectOptions d;
-      d.checkpoint = c.checkpoint_for(co.out);
-      d.checkpoint_every = c.checkpoint_every;
-      spdlog::info("sweep {}: collecting layers {} into {}", c.name, co.layers, co.out.string());
-      const auto s = run_collect_mpi(co, d, comm);
-      if (s.checkpointed) {
-        outcome.checkpointed = true;
-        if (rank == 0) outcome.summary = fmt::format("collect checkpointed to {}: rerun (requeue) to resume\n", d.checkpoint.string());
-        return outcome;
-      }
-      stage_line("collect", fmt::format("{} excerpts{}, {:.0f} tokens/s on {}", s.collect.excerpts,
-                                        s.resumed_from ? fmt::format(" (resumed at {})", s.resumed_from) : std::string(),
-                                        s.collect.main_tokens_per_s, s.collect.backend),
-                 since(t));
+    // A Slurm collect job: every rank of the job in the collect role.
+    const MpiComm role = mpi.split_roles(RankRole::collect);
+    std::string line;
+    if (collect_stage(c, o, role.get(), line)) {
+      outcome.checkpointed = true;
+      if (rank == 0) outcome.summary = line;
+      return outcome;
     }
+    report += line;
   }
 
   if (o.stage == SweepStage::explain) {
     // Parts of a job array over layer ranges become the records file one collect would write.
-    const bool ok = on_rank0(comm, [&] {
+    const bool ok = on_rank0(world, [&] {
       if (fs::exists(c.records_path())) return;
       const auto parts = existing_parts(c);
       if (parts.empty()) fail("{}: missing; run the collect stage first", c.records_path().string());
@@ -245,6 +312,7 @@ SweepOutcome run_sweep(const SweepConfig& c, const SweepRunOptions& o, MPI_Comm 
     return outcome;
   }
 
+  // The explain pool: every rank of the job, world rank 0 the coordinator.
   auto t = std::chrono::steady_clock::now();
   ExplainRunOptions eo;
   eo.records = c.records_path();
@@ -254,7 +322,11 @@ SweepOutcome run_sweep(const SweepConfig& c, const SweepRunOptions& o, MPI_Comm 
   eo.neurons_per_layer = c.neurons_per_layer;
   eo.settings = c.explain;
   eo.command_line = o.command_line;
-  const auto s = run_explain(eo, comm);
+  ExplainSummary s;
+  {
+    const MpiComm pool = mpi.split_roles(RankRole::explain);
+    s = run_explain(eo, pool.get());
+  }
   if (rank != 0) return outcome;
   if (s.checkpointed) {
     outcome.checkpointed = true;

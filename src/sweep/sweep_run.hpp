@@ -9,8 +9,7 @@
 #include <filesystem>
 #include <string>
 
-#include <mpi.h>
-
+#include "dist/mpi_session.hpp"
 #include "sweep/sweep_config.hpp"
 
 namespace nexplain {
@@ -34,10 +33,14 @@ struct SweepOutcome {
   bool checkpointed = false;  // a stop signal arrived: state saved, rerun to resume (exit 75)
 };
 
-// Collective over `comm`. Stage all: model, tokenize and collect on rank 0, explain on every rank.
-// Stage collect is the checkpointed MPI collect over every rank of `comm` (SIGUSR1/SIGTERM:
-// checkpoint, outcome.checkpointed); stage explain first merges per-layer-range parts into
-// records.h5 when there are parts and no records.h5 yet.
-SweepOutcome run_sweep(const SweepConfig& config, const SweepRunOptions& options, MPI_Comm comm);
+// Collective over the session's world; every stage runs on a rank-role communicator
+// (MpiSession::split_roles). Model and tokenize run on world rank 0.
+// Stage all: one rank collects with the plain collect (any backend, CUDA included); several
+// ranks run the checkpointed MPI collect on the collect role (the first N - [mpi] explain_ranks
+// world ranks; the others wait for the records), then every rank joins the explain pool.
+// Stage collect is the checkpointed MPI collect on every rank. Checkpointed collects
+// (SIGUSR1/SIGTERM) return outcome.checkpointed on every rank. Stage explain first merges
+// per-layer-range parts into records.h5 when there are parts and no records.h5 yet.
+SweepOutcome run_sweep(const SweepConfig& config, const SweepRunOptions& options, const MpiSession& mpi);
 
 }  // namespace nexplain

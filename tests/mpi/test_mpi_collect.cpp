@@ -373,6 +373,43 @@ TEST_F(MpiCollect, RealSigusr1SentToMpirunCheckpointsAndExits75) {
   expect_identical(out, "resumed on 1 rank after a real SIGUSR1 to mpirun");
 }
 
+TEST_F(MpiCollect, RealSigtermToOpenMpiMpirunCheckpointsWithinTheSigkillTimeout) {
+  if (test::run_process({"mpirun", "--version"}).out.find("Open MPI") == std::string::npos)
+    GTEST_SKIP() << "odls_base_sigkill_timeout is an Open MPI parameter";
+  const auto ck = dir_ / "ck.h5";
+  const auto out = dir_ / "rec.h5";
+  // Open MPI's mpirun does not forward SIGTERM: it ends the job itself, sending the ranks
+  // SIGCONT, then SIGTERM after odls_base_sigkill_timeout seconds and SIGKILL as many seconds
+  // later (default 1: too short for most checkpoints; docs/MPI.md). With 10 s the ranks get
+  // SIGTERM 10 s after mpirun, agree at the next round boundary (512) and write the checkpoint
+  // before the SIGKILL. mpirun exits 1 (its status for a job it ended), not the ranks' 75.
+  const int timeout_s = 10;
+  const std::vector<std::string> env{"NEXPLAIN_TEST_HOLD_AT=256",
+                                     "OMPI_MCA_odls_base_sigkill_timeout=" + std::to_string(timeout_s)};
+  std::vector<std::string> argv{"mpirun", "--oversubscribe", "--allow-run-as-root", "-np", "2", "-x", env[0]};
+  const auto a = collect_args(out, 64, {"--checkpoint", ck.string(), "--pipeline-stages", "2"});
+  argv.insert(argv.end(), a.begin(), a.end());
+  auto job = spawn_in_group(argv, dir_ / "job.out", dir_ / "job.err", env);
+  ASSERT_TRUE(job.running()) << "could not start mpirun";
+  bool holding = false;
+  for (int i = 0; i < 3000 && !holding; ++i) {  // up to 60 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    holding = test::read_file(job.err).find("until a signal arrives") != std::string::npos;
+  }
+  ASSERT_TRUE(holding) << test::read_file(job.err);
+  const auto sent = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(job.pid, SIGTERM), 0);
+  EXPECT_EQ(job.wait(std::chrono::seconds(90)), 1) << test::read_file(job.err);
+  EXPECT_GE(std::chrono::steady_clock::now() - sent, std::chrono::seconds(timeout_s))
+      << "the ranks should see SIGTERM only after the timeout";
+  ASSERT_TRUE(fs::exists(ck)) << test::read_file(job.err);
+  EXPECT_EQ(h5::File::open_read(ck).attr_int("checkpoint_cursor"), 512);
+  EXPECT_FALSE(fs::exists(out));
+  auto r = mpirun(1, out, 64, {"--checkpoint", ck.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_identical(out, "resumed on 1 rank after SIGTERM to mpirun with a 10 s sigkill timeout");
+}
+
 TEST_F(MpiCollect, MismatchedCheckpointIsRefused) {
   const auto ck = dir_ / "ck.h5";
   const auto out = dir_ / "rec.h5";

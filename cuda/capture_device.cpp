@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string_view>
+#include <type_traits>
 
 #include "capture/hist_bins.hpp"
 #include "capture/hash.hpp"
@@ -230,6 +231,9 @@ struct DeviceCaptureState::Impl {
   // Moment blocks: mom_* above hold the CLOSED blocks' total, these the open block (kernels.hpp).
   DeviceArray<std::uint64_t> mom_open_count, mom_open_block;
   DeviceArray<double> mom_open_mean, mom_open_m2, mom_open_m3, mom_open_m4;
+  // take_moments' result [N] before its copy to the host; allocated by the first take, so a
+  // state that is never taken from (the single-process collect) does not hold it.
+  DeviceArray<Moments> taken;
 
   // update_host staging
   std::unique_ptr<DeviceBatchIds> host_ids;
@@ -288,7 +292,7 @@ struct DeviceCaptureState::Impl {
            topk_max.bytes() + topk_acts.bytes() + random_max.bytes() + random_acts.bytes() + quantile_max.bytes() +
            quantile_acts.bytes() + d_boundaries.bytes() + mom_mean.bytes() + mom_m2.bytes() + mom_m3.bytes() +
            mom_m4.bytes() + mom_open_count.bytes() + mom_open_block.bytes() + mom_open_mean.bytes() +
-           mom_open_m2.bytes() + mom_open_m3.bytes() + mom_open_m4.bytes();
+           mom_open_m2.bytes() + mom_open_m3.bytes() + mom_open_m4.bytes() + taken.bytes();
   }
 
   void update(const ActView& acts, const DeviceBatchIds& ids) {
@@ -474,6 +478,23 @@ CaptureArrays DeviceCaptureState::download() {
     a.mom_m4[n] = t.m4;
   }
   return a;
+}
+
+// The host vector receives the device buffer byte for byte: one struct layout on both sides.
+static_assert(std::is_trivially_copyable_v<Moments> && sizeof(Moments) == 40, "Moments is copied as raw bytes");
+
+std::vector<Moments> DeviceCaptureState::take_moments() {
+  auto& m = *impl_;
+  std::vector<Moments> out(m.N);
+  if (m.N == 0) return out;
+  if (m.taken.size() < m.N) m.taken.resize(m.N);  // the first take only: nothing in flight uses it
+  const cudaStream_t s = as_stream(m.stream);
+  // On the state's own stream, so after every update queued so far (CudaCollectBackend::main
+  // has queued all of its batch's updates there before it returns) and before any later one.
+  kernels::take_moments(m.view(), m.taken.get(), s);
+  NX_CUDA(cudaMemcpyAsync(out.data(), m.taken.get(), std::size_t{m.N} * sizeof(Moments), cudaMemcpyDeviceToHost, s));
+  m.stream.synchronize();  // the copy has landed; asynchronous errors surface here
+  return out;
 }
 
 // ---------------------------------------------------------------- DeviceHistograms

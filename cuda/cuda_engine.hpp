@@ -213,6 +213,13 @@ class DeviceCaptureState {
   // The state as host arrays (synchronises the stream). boundaries are the ones given.
   CaptureArrays download();
 
+  // CaptureState::take_moments on the device: per neuron, the moments accumulated since the last
+  // take (bitwise the CPU's), leaving the state without moments or open block. One small kernel
+  // queued on the stream after every update queued before it, then one copy of N Moments to the
+  // host (never the whole state); synchronises the stream. The MPI collect takes one moment
+  // block at a time (docs/MPI.md).
+  std::vector<Moments> take_moments();
+
   // Marks the reduction's two kernels on `timer` (bench/collect_gpu --breakdown; nullptr: off).
   void set_phase_timer(PhaseTimer* timer);
   // ForwardTuning::parallel_list_tests for this state (identical results either way).

@@ -9,7 +9,7 @@
 
 namespace nexplain::cuda {
 
-DeviceInfo query_device() {
+DeviceInfo query_device(int local_rank) {
   DeviceInfo info;
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
@@ -18,15 +18,29 @@ DeviceInfo query_device() {
     cudaGetLastError();  // clear the sticky error so later queries start clean
     return info;
   }
-  cudaDeviceProp prop{};
-  cudaGetDeviceProperties(&prop, 0);
-  info.available = true;
   info.count = count;
+  int device = 0;
+  if (local_rank >= 0) {
+    device = local_rank % count;
+    err = cudaSetDevice(device);
+  } else {
+    err = cudaGetDevice(&device);
+  }
+  cudaDeviceProp prop{};
+  if (err == cudaSuccess) err = cudaGetDeviceProperties(&prop, device);
+  if (err != cudaSuccess) {
+    info.reason = std::string("device ") + std::to_string(device) + ": " + cudaGetErrorString(err);
+    cudaGetLastError();
+    return info;
+  }
+  info.available = true;
+  info.index = device;
   info.name = prop.name;
   info.sm_major = prop.major;
   info.sm_minor = prop.minor;
   info.memory_bytes = prop.totalGlobalMem;
-  // Touch cuBLAS so a broken installation shows here, not mid-run.
+  // Touch cuBLAS so a broken installation shows here, not mid-run (on the chosen device: this
+  // creates its context).
   cublasHandle_t h = nullptr;
   if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {
     info.available = false;

@@ -7,6 +7,8 @@
 
 #include <cuda_runtime.h>
 
+#include "capture/moments.hpp"
+
 namespace nexplain::cuda::kernels {
 
 // ---------------------------------------------------------------- forward (forward_kernels.cu)
@@ -125,8 +127,12 @@ void excerpt_stats_tests(const StateView& st, const void* acts, bool bf16, int B
                          const std::uint64_t* words, const ScratchView& w, cudaStream_t s);
 // Pre-pass: hist[n][bin(maxima[e][n])] += 1 for every excerpt.
 void hist_update(std::uint64_t* hist, const float* maxima, int B, std::uint32_t N, cudaStream_t s);
+// CaptureState::take_moments per neuron: out[n] (device, [N]) = the moments since the last take,
+// combine(closed, open) with combine_moments' formula, operation for operation; then the closed
+// and open moments are emptied and no block is open. Queued on `s` after the updates before it.
+void take_moments(const StateView& st, Moments* out, cudaStream_t s);
 
-// The same three steps run on the CPU by the very same per-thread code (host memory, no GPU):
+// The same steps run on the CPU by the very same per-thread code (host memory, no GPU):
 // lets tests check the reduction algorithm bit for bit where no device is present.
 void emulate_excerpt_stats(const void* acts, bool bf16, int B, std::uint32_t T, std::uint32_t N, bool moments,
                            const ScratchView& w);
@@ -135,5 +141,6 @@ void emulate_neuron_update(const StateView& st, const void* acts, bool bf16, int
 void emulate_excerpt_stats_tests(const StateView& st, const void* acts, bool bf16, int B, const std::uint64_t* ids,
                                  const std::uint64_t* words, const ScratchView& w);
 void emulate_hist_update(std::uint64_t* hist, const float* maxima, int B, std::uint32_t N);
+void emulate_take_moments(const StateView& st, Moments* out);
 
 }  // namespace nexplain::cuda::kernels

@@ -13,6 +13,9 @@
 //                  merges them back to front exactly as SampleList::merge_sorted, gathering a
 //                  winner's T activations from the batch.
 //
+// And, for the MPI collect's moment blocks (docs/MPI.md), take_moments: one thread per neuron
+// hands out the moments since the last take (CaptureState::take_moments) and empties them.
+//
 // Moments must reproduce the CPU's double arithmetic without fused multiply-adds. nvcc contracts
 // a*b+c into an FMA by default (and the build cannot pass --fmad=false for one file), so every
 // moment operation goes through StrictDouble, whose operators are the __dadd_rn/__dmul_rn
@@ -474,6 +477,27 @@ NX_HD void hist_update_thread(std::uint64_t* __restrict__ hist, const float* __r
   for (int e = 0; e < B; ++e) ++h[hist_bin_from_bits(bits_of(maxima[static_cast<std::size_t>(e) * N + n]))];
 }
 
+// CaptureState::take_moments for neuron n (capture_state.cpp): the CPU returns its stored total,
+// which every update, merge and fold leaves equal to combine_moments(closed, open); here the total
+// is not stored, so it is that combine, with the same operations (the first take of a block that
+// never closed is open alone: combine with an empty side returns the other side bitwise). Then
+// the state holds no moments and no open block, as the CPU's, so the next excerpt opens a block.
+NX_HD void take_moments_thread(const StateView& s, Moments* __restrict__ out, std::size_t n) {
+  const DMoments closed{s.mom_count[n], s.mom_mean[n], s.mom_m2[n], s.mom_m3[n], s.mom_m4[n]};
+  const DMoments open{s.mom_open_count[n], s.mom_open_mean[n], s.mom_open_m2[n], s.mom_open_m3[n], s.mom_open_m4[n]};
+  const DMoments total = combine(closed, open);
+  out[n].count = total.count;
+  out[n].mean = total.mean.v;
+  out[n].m2 = total.m2.v;
+  out[n].m3 = total.m3.v;
+  out[n].m4 = total.m4.v;
+  s.mom_count[n] = 0;
+  s.mom_mean[n] = s.mom_m2[n] = s.mom_m3[n] = s.mom_m4[n] = 0.0;
+  s.mom_open_count[n] = 0;
+  s.mom_open_mean[n] = s.mom_open_m2[n] = s.mom_open_m3[n] = s.mom_open_m4[n] = 0.0;
+  s.mom_open_block[n] = kNoOpenBlock;
+}
+
 // ---------------------------------------------------------------- kernels
 template <typename A>
 __global__ void excerpt_stats_kernel(const A* __restrict__ acts, std::uint32_t T, std::uint32_t N, bool moments,
@@ -506,6 +530,12 @@ __global__ void hist_update_kernel(std::uint64_t* __restrict__ hist, const float
   const std::uint32_t n = blockIdx.x * blockDim.x + threadIdx.x;
   if (n >= N) return;
   hist_update_thread(hist, maxima, B, N, n);
+}
+
+__global__ void take_moments_kernel(StateView s, Moments* __restrict__ out) {
+  const std::uint32_t n = blockIdx.x * blockDim.x + threadIdx.x;
+  if (n >= s.N) return;
+  take_moments_thread(s, out, n);
 }
 
 unsigned blocks_for(std::uint32_t N, int threads) { return (N + threads - 1) / threads; }
@@ -556,6 +586,12 @@ void hist_update(std::uint64_t* hist, const float* maxima, int B, std::uint32_t 
   NX_CUDA_LAUNCHED("hist_update");
 }
 
+void take_moments(const StateView& st, Moments* out, cudaStream_t s) {
+  if (st.N == 0) return;
+  take_moments_kernel<<<blocks_for(st.N, kNeuronThreads), kNeuronThreads, 0, s>>>(st, out);
+  NX_CUDA_LAUNCHED("take_moments");
+}
+
 // ---------------------------------------------------------------- host emulation
 
 void emulate_excerpt_stats(const void* acts, bool bf16, int B, std::uint32_t T, std::uint32_t N, bool moments,
@@ -595,6 +631,10 @@ void emulate_neuron_update(const StateView& st, const void* acts, bool bf16, int
 
 void emulate_hist_update(std::uint64_t* hist, const float* maxima, int B, std::uint32_t N) {
   for (std::uint32_t n = 0; n < N; ++n) hist_update_thread(hist, maxima, B, N, n);
+}
+
+void emulate_take_moments(const StateView& st, Moments* out) {
+  for (std::uint32_t n = 0; n < st.N; ++n) take_moments_thread(st, out, n);
 }
 
 }  // namespace nexplain::cuda::kernels

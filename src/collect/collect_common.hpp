@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <mpi.h>
 #include <nlohmann/json.hpp>
 
 #include "collect/collect_backend.hpp"
@@ -42,8 +43,12 @@ void check_tokens(std::span<const std::uint32_t> tokens, std::uint64_t first_id,
 // The backend --device asks for, with the weights it needs loaded from o.model_dir: either
 // backend (CPU or CUDA; every family) loads blocks [block_begin, block_end) only (a pipeline
 // stage; -1 = up to the last selected layer) and the embeddings only when block_begin is 0.
+// The CUDA backend runs on device node_local_rank(node_comm) % device_count: the MPI driver
+// passes its ranks' communicator (collective over it, on the CUDA path only: every rank takes
+// the same path); MPI_COMM_NULL reads the launcher's environment (collect/node_local_rank.hpp).
 std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const ArchConfig& cfg, const std::vector<int>& layers,
-                                             const CaptureParams& p, int block_begin = 0, int block_end = -1);
+                                             const CaptureParams& p, int block_begin = 0, int block_end = -1,
+                                             MPI_Comm node_comm = MPI_COMM_NULL);
 
 // Writes the records file of `states` (one per selected layer) at `path`; `extra` may add
 // datasets or attributes to the finished file (checkpoints).

@@ -10,6 +10,7 @@
 #include "collect/cpu_backend.hpp"
 #include "collect/cuda_backend.hpp"
 #include "collect/layer_range.hpp"
+#include "collect/node_local_rank.hpp"
 #include "capture/hash.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
@@ -60,7 +61,7 @@ void check_tokens(std::span<const std::uint32_t> tokens, std::uint64_t first_id,
 // Both backends run every family ArchConfig accepts, so the config no longer decides anything here.
 std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const ArchConfig& /*cfg*/,
                                              const std::vector<int>& layers, const CaptureParams& p, int block_begin,
-                                             int block_end) {
+                                             int block_end, MPI_Comm node_comm) {
   std::string device = o.device;
   if (device != "cpu" && device != "cuda" && device != "auto")
     fail("--device '{}': expected cpu, cuda or auto", device);
@@ -74,11 +75,19 @@ std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Arch
   lo.head = false;                   // collect never needs the final norm or the logits
 #ifdef NEXPLAIN_HAVE_CUDA
   if (device == "auto" || device == "cuda") {
-    const cuda::DeviceInfo info = cuda::query_device();
+    // The device is chosen before anything creates a CUDA context (query_device is the first
+    // CUDA call), so each rank of a node holds a context on its own GPU only.
+    const NodeLocalRank local = node_local_rank(node_comm);
+    const cuda::DeviceInfo info = cuda::query_device(local.rank);
     if (device == "cuda" && !info.available) fail("--device cuda: no CUDA device: {}", info.reason);
     if (info.available) {
-      spdlog::info("collect: CUDA device {} (sm_{}{}, {:.1f} GiB)", info.name, info.sm_major, info.sm_minor,
-                   static_cast<double>(info.memory_bytes) / (1024.0 * 1024.0 * 1024.0));
+      spdlog::info("collect: {}: CUDA device {} of {}: {} (sm_{}{}, {:.1f} GiB); node-local rank {}{} from {}",
+                   local.node, info.index, info.count, info.name, info.sm_major, info.sm_minor,
+                   static_cast<double>(info.memory_bytes) / (1024.0 * 1024.0 * 1024.0), local.rank,
+                   local.size > 0 ? fmt::format(" of {}", local.size) : std::string(), local.source);
+      if (local.size > info.count)
+        spdlog::warn("collect: {}: {} ranks share {} CUDA devices on this node: device {} runs several of them",
+                     local.node, local.size, info.count, info.index);
       const cuda::Precision precision = cuda::parse_precision(o.precision);
       // Uploaded by the constructor; the host copy is freed on return.
       return std::make_unique<CudaCollectBackend>(TransformerWeights::load(o.model_dir, lo), layers, p, precision,

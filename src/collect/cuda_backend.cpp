@@ -182,6 +182,13 @@ std::vector<CaptureState> CudaCollectBackend::states() {
   return out;
 }
 
+std::vector<std::vector<Moments>> CudaCollectBackend::take_moments() {
+  std::vector<std::vector<Moments>> out;
+  out.reserve(states_.size());
+  for (auto& s : states_) out.push_back(s->take_moments());
+  return out;
+}
+
 void CudaCollectBackend::synchronize() {
   model_->stream().synchronize();
   reduce_->synchronize();

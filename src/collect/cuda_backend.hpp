@@ -1,8 +1,8 @@
 #pragma once
 // The CUDA collect backend: the forward of any supported family on the device (cuBLASLt,
-// fp32/tf32/bf16) feeding per-layer reduction states that live in device memory; only states()
-// and histograms() copy anything back. Same semantics as CpuCollectBackend (docs/CUDA.md,
-// docs/REDUCTION.md), pipeline stages included.
+// fp32/tf32/bf16) feeding per-layer reduction states that live in device memory; only states(),
+// histograms() and the per-neuron moments of take_moments() are copied back. Same semantics as
+// CpuCollectBackend (docs/CUDA.md, docs/REDUCTION.md), pipeline stages included.
 // Built only with the CUDA toolkit (NEXPLAIN_HAVE_CUDA); without it this header declares nothing.
 #ifdef NEXPLAIN_HAVE_CUDA
 
@@ -37,6 +37,9 @@ class CudaCollectBackend : public CollectBackend {
   void main(const std::uint32_t* tokens, const std::uint64_t* ids, int B) override;
   std::vector<CaptureState> states() override;
   void stage(const std::uint32_t* tokens, float* hidden, const std::uint64_t* ids, int B) override;
+  // Per selected layer, DeviceCaptureState::take_moments: N moments copied from the device per
+  // layer, ordered after every batch given to main() (the MPI collect's moment blocks).
+  std::vector<std::vector<Moments>> take_moments() override;
 
   // Waits for all queued work (benchmarks); asynchronous errors surface here as Error.
   void synchronize();

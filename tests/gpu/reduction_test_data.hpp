@@ -1,7 +1,8 @@
 #pragma once
 // Shared by the gpu tests: synthetic activation streams that stress every corner of the reduction
 // (ties, negative and -0.0 maxima, constant neurons, spikes over many octaves, 64-bit ids) and a
-// state comparison that is bitwise for everything except the moment sums.
+// state comparison that is bitwise for everything except the moment sums; the moment-block
+// stream and plan of the take_moments tests.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -16,6 +17,7 @@
 
 #include "capture/capture_arrays.hpp"
 #include "capture/histogram_state.hpp"
+#include "capture/moments.hpp"
 #include "capture/params.hpp"
 #include "cuda_engine.hpp"
 
@@ -116,6 +118,46 @@ inline Stream make_stream(std::uint64_t seed, std::uint32_t N, std::uint32_t T, 
   return s;
 }
 
+// The moment-block stream of the take_moments tests: 60 excerpts in each of the moment blocks
+// b0, b0 + 2, b0 + 3 and b0 + 5 (b0 = 2^25, so ids pass 2^33), with gaps inside and between the
+// blocks, as one MPI rank sees them (it reduces every D-th block).
+inline Stream make_block_stream(std::uint64_t seed, std::uint32_t N, std::uint32_t T) {
+  Stream s = make_stream(seed, N, T, 240);
+  constexpr std::uint64_t kBase = std::uint64_t{1} << 25, kBlocks[] = {0, 2, 3, 5};
+  for (std::size_t e = 0; e < s.size(); ++e)
+    s.ids[e] = (kBase + kBlocks[e / 60]) * kMomentBlock + (e % 60) * 4 + e % 3;
+  return s;
+}
+
+// A batch of make_block_stream and how many take_moments follow it. Takes at block ends (the
+// MPI driver's pattern), mid-block, twice in a row (the second is empty) and none for a batch
+// that crosses a block boundary (excerpts 110..129: blocks b0 + 2 and b0 + 3).
+struct TakeStep {
+  std::size_t batch;
+  int takes;
+};
+inline std::vector<TakeStep> take_plan() {
+  return {{25, 0}, {35, 1}, {50, 0}, {20, 0}, {5, 1}, {45, 2}, {30, 0}, {30, 0}};
+}
+
+// Per-neuron moments, every bit (count, mean, M2, M3, M4).
+inline ::testing::AssertionResult moments_identical(const std::vector<Moments>& got, const std::vector<Moments>& want,
+                                                    const std::string& what) {
+  if (got.size() != want.size())
+    return ::testing::AssertionFailure() << what << ": " << got.size() << " neurons, expected " << want.size();
+  std::size_t bad = 0, first = 0;
+  for (std::size_t n = 0; n < got.size(); ++n)
+    if (std::memcmp(&got[n], &want[n], sizeof(Moments)) != 0 && bad++ == 0) first = n;
+  if (bad == 0) return ::testing::AssertionSuccess();
+  const Moments& g = got[first];
+  const Moments& w = want[first];
+  return ::testing::AssertionFailure() << what << ": " << bad << " of " << got.size()
+                                       << " neurons differ; first neuron " << first << ": count " << g.count << " vs "
+                                       << w.count << ", mean " << g.mean << " vs " << w.mean << ", m2 " << g.m2
+                                       << " vs " << w.m2 << ", m3 " << g.m3 << " vs " << w.m3 << ", m4 " << g.m4
+                                       << " vs " << w.m4;
+}
+
 // ------------------------------------------------------------------ state comparisons
 
 template <typename V>
@@ -172,6 +214,17 @@ inline ::testing::AssertionResult states_match(const CaptureArrays& a, const Cap
               worst);
   if (worst > moment_tol) errors += " moments: worst relative difference " + std::to_string(worst) + ";";
   if (!errors.empty()) return ::testing::AssertionFailure() << what << ":" << errors;
+  return ::testing::AssertionSuccess();
+}
+
+// The moment-block split must agree too (open block index and both accumulators, bitwise).
+inline ::testing::AssertionResult splits_match(const CaptureArrays& a, const CaptureArrays& b) {
+  const auto same = [](const std::vector<Moments>& x, const std::vector<Moments>& y) {
+    return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(Moments)) == 0;
+  };
+  if (a.mom_open_block != b.mom_open_block) return ::testing::AssertionFailure() << "mom_open_block differs";
+  if (!same(a.mom_closed, b.mom_closed)) return ::testing::AssertionFailure() << "mom_closed differs";
+  if (!same(a.mom_open, b.mom_open)) return ::testing::AssertionFailure() << "mom_open differs";
   return ::testing::AssertionSuccess();
 }
 

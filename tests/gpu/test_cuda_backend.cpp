@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -173,6 +174,60 @@ TEST(CudaReduction, BadBatchesAreErrors) {
   CaptureArrays bad = CaptureArrays::empty(p, s.N);
   bad.topk_ids.pop_back();
   EXPECT_THROW({ cuda::DeviceCaptureState st(p, bad, stream); }, Error);
+}
+
+namespace {
+
+// DeviceCaptureState::take_moments against CaptureState::take_moments over take_plan() (batches
+// across a block boundary; takes at block ends, mid-block, twice in a row): every take bitwise,
+// and the whole state (moment split included) bitwise after each take and at the end, so the
+// device state continues exactly as the CPU's after a take.
+void run_take_case(bool bf16, bool parallel_tests) {
+  const CaptureParams p = reduction_params();
+  const Stream s = make_block_stream(bf16 ? 32 : 31, 150, p.T);
+  const ReductionInputs in = reduction_inputs(p, s, true, bf16);
+  cuda::Stream stream;
+  CaptureState cpu(p, s.N, in.bounds);
+  cuda::DeviceCaptureState dev(p, CaptureArrays::empty(p, s.N, in.bounds), stream);
+  dev.set_parallel_list_tests(parallel_tests);
+  std::size_t first = 0, n_takes = 0, since_take = 0;
+  for (const TakeStep& step : take_plan()) {
+    const std::size_t c = step.batch, off = first * s.T * s.N;
+    ASSERT_LE(first + c, s.size());
+    cpu.update(std::span<const float>(in.acts.data() + off, s.values(c)),
+               std::span<const std::uint64_t>(s.ids.data() + first, c));
+    if (bf16)
+      dev.update_host_bf16(in.acts_bf16.data() + off, s.values(c), s.ids.data() + first, static_cast<int>(c));
+    else
+      dev.update_host(in.acts.data() + off, s.values(c), s.ids.data() + first, static_cast<int>(c));
+    first += c;
+    since_take += c;
+    for (int t = 0; t < step.takes; ++t) {
+      const std::string what = "take " + std::to_string(++n_takes) + " after excerpt " + std::to_string(first);
+      const std::vector<Moments> want = cpu.take_moments();
+      ASSERT_TRUE(moments_identical(dev.take_moments(), want, what));
+      EXPECT_EQ(want[1].count, since_take * p.T) << what;
+      since_take = 0;
+      const CaptureArrays got = dev.download();
+      ASSERT_TRUE(states_match(got, cpu.arrays(), 0.0, what.c_str()));
+      ASSERT_TRUE(splits_match(got, cpu.arrays())) << what;
+    }
+  }
+  const CaptureArrays got = dev.download();
+  EXPECT_TRUE(states_match(got, cpu.arrays(), 0.0, "after the takes, final"));
+  EXPECT_TRUE(splits_match(got, cpu.arrays()));
+  EXPECT_TRUE(moments_identical(dev.take_moments(), cpu.take_moments(), "final take"));
+}
+
+}  // namespace
+
+TEST(CudaReduction, TakeMomentsMatchesCpuStateBitwise) {
+  NEXPLAIN_REQUIRE_GPU();
+  for (const bool bf16 : {false, true})
+    for (const bool parallel : {false, true}) {
+      SCOPED_TRACE(std::string(bf16 ? "bf16" : "fp32") + (parallel ? ", parallel list tests" : ""));
+      run_take_case(bf16, parallel);
+    }
 }
 
 // ==================================================================== 2. the forward
@@ -571,6 +626,76 @@ TEST(CudaBackend, OverlapGivesTheSameStatesAsSerial) {
     for (std::size_t i = 0; i < layers.size(); ++i)
       EXPECT_TRUE(states_match(results[1][i].arrays(), results[0][i].arrays(), 0.0,
                                (std::string(cuda::precision_name(prec)) + " layer " + std::to_string(i)).c_str()));
+  }
+}
+
+// The MPI collect's pattern: batches of one moment block, then take_moments right away, with no
+// synchronisation in between and the reduction overlapping the forward. Each take must hold
+// exactly the batches given before it (the take is queued behind their reductions) and equal the
+// CPU reduction of the same device activations bit for bit; the states continue exactly.
+TEST(CudaBackend, TakeMomentsFollowsTheQueuedBatches) {
+  NEXPLAIN_REQUIRE_GPU();
+  Gpt2Config c = small_config(2);
+  c.n_embd = 128;
+  c.n_head = 2;
+  c.n_inner = 512;
+  c.vocab_size = 1000;
+  const auto w = Gpt2Weights::random(c, 41);
+  const std::vector<int> layers{0, 1};
+  const int T = 32, per_block = 50, batch = 16;
+  const auto N = static_cast<std::uint32_t>(c.n_inner);
+  CaptureParams params;
+  params.T = T;
+  params.K = 6;
+  params.R = 5;
+  params.seed = 13;
+  // One rank's share of a 3-group run: moment blocks 1, 4 and 7, 50 excerpts each.
+  std::vector<std::uint64_t> ids;
+  for (const std::uint64_t block : {1u, 4u, 7u})
+    for (int i = 0; i < per_block; ++i) ids.push_back(block * kMomentBlock + 5 * static_cast<std::uint64_t>(i));
+  const auto tokens = random_tokens(ids.size() * T, static_cast<std::uint32_t>(c.vocab_size), 19);
+  const auto tok = [&](std::size_t first) { return tokens.data() + first * T; };
+  for (const auto prec : {cuda::Precision::fp32, cuda::Precision::bf16}) {
+    SCOPED_TRACE(cuda::precision_name(prec));
+    CudaCollectBackend gpu(w, layers, params, prec);
+    // The reference: CPU states fed with the device model's own activations, batch by batch.
+    std::vector<std::map<int, std::vector<float>>> acts;
+    for (std::size_t b0 = 0; b0 < ids.size(); b0 += per_block)
+      for (int b = 0; b < per_block; b += batch)
+        acts.push_back(gpu.model().forward_host(tok(b0 + static_cast<std::size_t>(b)), std::min(batch, per_block - b),
+                                                T, layers));
+    std::vector<CaptureState> ref, init;
+    for (int layer : layers) {
+      CaptureParams lp = params;
+      lp.layer = static_cast<std::uint32_t>(layer);
+      ref.emplace_back(lp, N);
+      init.emplace_back(lp, N);
+    }
+    gpu.start_main(std::move(init));
+    std::size_t k = 0;
+    for (std::size_t b0 = 0; b0 < ids.size(); b0 += per_block) {
+      for (int b = 0; b < per_block; b += batch, ++k) {
+        const int B = std::min(batch, per_block - b);
+        const std::size_t first = b0 + static_cast<std::size_t>(b);
+        gpu.main(tok(first), ids.data() + first, B);
+        for (std::size_t l = 0; l < layers.size(); ++l)
+          ref[l].update(acts[k].at(layers[l]), std::span<const std::uint64_t>(ids.data() + first, B), 0);
+      }
+      const auto took = gpu.take_moments();  // right after the last main(): nothing waited for yet
+      ASSERT_EQ(took.size(), layers.size());
+      for (std::size_t l = 0; l < layers.size(); ++l) {
+        const std::string what = "layer " + std::to_string(layers[l]) + ", block of excerpt " + std::to_string(ids[b0]);
+        const std::vector<Moments> want = ref[l].take_moments();
+        EXPECT_EQ(want[0].count, static_cast<std::uint64_t>(per_block) * T) << what;
+        EXPECT_TRUE(moments_identical(took[l], want, what));
+      }
+    }
+    const auto got = gpu.states();
+    ASSERT_EQ(got.size(), layers.size());
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      EXPECT_TRUE(states_match(got[l].arrays(), ref[l].arrays(), 0.0, "after the takes"));
+      EXPECT_TRUE(splits_match(got[l].arrays(), ref[l].arrays()));
+    }
   }
 }
 

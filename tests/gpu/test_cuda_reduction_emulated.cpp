@@ -1,8 +1,9 @@
 // The device reduction's per-thread code (cuda/reduce_kernels.cu), run on the CPU through the
 // emulate_* entry points, against CaptureState: the algorithm of the kernels (thresholds, candidate
 // selection, the in-place back-to-front merge, the hash ranks, the moment arithmetic, the bf16
-// reads) must give bit-identical states. Needs the CUDA toolkit to build, but no device to run,
-// so it checks the kernels' logic on every machine; the gpu tests then check the device itself.
+// reads, the moment-block take) must give bit-identical states. Needs the CUDA toolkit to build,
+// but no device to run, so it checks the kernels' logic on every machine; the gpu tests then
+// check the device itself.
 #include <gtest/gtest.h>
 
 #ifdef NEXPLAIN_HAVE_CUDA
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "capture/capture_state.hpp"
@@ -92,6 +94,14 @@ class EmulatedState {
     }
   }
 
+  // As DeviceCaptureState::take_moments: the kernel's per-neuron work, into a result buffer
+  // filled with garbage first (every neuron must be written).
+  std::vector<Moments> take_moments() {
+    std::vector<Moments> out(a_.n_neurons, Moments{7, -1.5, 2.5, -3.5, 4.5});
+    k::emulate_take_moments(view(), out.data());
+    return out;
+  }
+
   // As DeviceCaptureState's download: the split plus the total combine_moments(closed, open).
   CaptureArrays arrays() const {
     CaptureArrays out = a_;
@@ -170,17 +180,6 @@ class EmulatedState {
   std::vector<double> open_mean_, open_m2_, open_m3_, open_m4_;
 };
 
-// The moment-block split must agree too (open block index and both accumulators, bitwise).
-::testing::AssertionResult splits_match(const CaptureArrays& a, const CaptureArrays& b) {
-  const auto same = [](const std::vector<Moments>& x, const std::vector<Moments>& y) {
-    return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(Moments)) == 0;
-  };
-  if (a.mom_open_block != b.mom_open_block) return ::testing::AssertionFailure() << "mom_open_block differs";
-  if (!same(a.mom_closed, b.mom_closed)) return ::testing::AssertionFailure() << "mom_closed differs";
-  if (!same(a.mom_open, b.mom_open)) return ::testing::AssertionFailure() << "mom_open differs";
-  return ::testing::AssertionSuccess();
-}
-
 // The stream through a CPU state and the emulated kernels; halfway, the emulated state restarts
 // from the CPU state's arrays (the start_main path). Moments must be bitwise here: the emulation
 // runs the same double operations as the CPU.
@@ -223,6 +222,44 @@ void run_case(const CaptureParams& p, const Stream& s, const std::vector<std::si
   }
 }
 
+// take_plan() over make_block_stream through a CPU state and the emulated kernels: every take
+// bitwise the CPU's, and the states (moment split included) identical after each take and at
+// the end, so a state continues exactly after a take.
+void run_take_case(bool bf16, bool parallel_tests) {
+  const CaptureParams p = reduction_params();
+  const Stream s = make_block_stream(bf16 ? 32 : 31, 150, p.T);
+  const ReductionInputs in = reduction_inputs(p, s, true, bf16);
+  CaptureState cpu(p, s.N, in.bounds);
+  EmulatedState emu(p, CaptureArrays::empty(p, s.N, in.bounds), parallel_tests);
+  std::size_t first = 0, n_takes = 0, since_take = 0;
+  for (const TakeStep& step : take_plan()) {
+    const std::size_t c = step.batch, off = first * s.T * s.N;
+    ASSERT_LE(first + c, s.size());
+    cpu.update(std::span<const float>(in.acts.data() + off, s.values(c)),
+               std::span<const std::uint64_t>(s.ids.data() + first, c));
+    if (bf16)
+      emu.update(in.acts_bf16.data() + off, true, s.ids.data() + first, static_cast<int>(c));
+    else
+      emu.update(in.acts.data() + off, false, s.ids.data() + first, static_cast<int>(c));
+    first += c;
+    since_take += c;
+    for (int t = 0; t < step.takes; ++t) {
+      const std::string what = "take " + std::to_string(++n_takes) + " after excerpt " + std::to_string(first);
+      const std::vector<Moments> want = cpu.take_moments();
+      ASSERT_TRUE(moments_identical(emu.take_moments(), want, what));
+      // What a take holds: every token since the previous take (none for the second of a pair).
+      EXPECT_EQ(want[1].count, since_take * p.T) << what;
+      since_take = 0;
+      ASSERT_TRUE(states_match(emu.arrays(), cpu.arrays(), 0.0, what.c_str()));
+      ASSERT_TRUE(splits_match(emu.arrays(), cpu.arrays())) << what;
+    }
+  }
+  EXPECT_EQ(first, s.size());
+  EXPECT_TRUE(states_match(emu.arrays(), cpu.arrays(), 0.0, "after the takes, final"));
+  EXPECT_TRUE(splits_match(emu.arrays(), cpu.arrays()));
+  EXPECT_TRUE(moments_identical(emu.take_moments(), cpu.take_moments(), "final take"));
+}
+
 }  // namespace
 
 TEST(CudaReductionEmulated, MatchesCpuStateBitwise) {
@@ -245,6 +282,14 @@ TEST(CudaReductionEmulated, MomentBlocksMatchCpuStateBitwise) {
   for (std::size_t e = 0; e < s.size(); ++e) s.ids[e] = 2 * e + (e % 3 == 0 ? 1 : 0) + e / 100 * 50;
   ASSERT_EQ(moment_block(s.ids.back()), 2u);
   run_case(p, s, {100, 7, 93, 100}, true, false);
+}
+
+TEST(CudaReductionEmulated, TakeMomentsMatchesCpuStateBitwise) {
+  for (const bool bf16 : {false, true})
+    for (const bool parallel : {false, true}) {
+      SCOPED_TRACE(std::string(bf16 ? "bf16" : "fp32") + (parallel ? ", parallel list tests" : ""));
+      run_take_case(bf16, parallel);
+    }
 }
 
 TEST(CudaReductionEmulated, EdgeParameters) {

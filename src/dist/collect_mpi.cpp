@@ -15,6 +15,7 @@
 #include "capture/histogram_state.hpp"
 #include "capture/moments.hpp"
 #include "collect/collect_common.hpp"
+#include "collect/node_local_rank.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "core/progress.hpp"
@@ -27,6 +28,9 @@
 #include "dist/stop_signal.hpp"
 #include "io/records_file.hpp"
 #include "model/thread_pool.hpp"
+#ifdef NEXPLAIN_HAVE_CUDA
+#include "device_info.hpp"
+#endif
 
 namespace nexplain {
 
@@ -82,6 +86,16 @@ StageWork stage_work(const StageRange& r, const std::vector<int>& selected) {
   for (int l : selected)
     if (l >= r.block_begin && l < r.block_end) w.layers.push_back(l);
   return w;
+}
+
+// Collective: true when every rank of `comm` sees a usable CUDA device (its node-local one).
+bool all_ranks_have_cuda(MPI_Comm comm) {
+  int have = 0;
+#ifdef NEXPLAIN_HAVE_CUDA
+  have = cuda::query_device(node_local_rank(comm).rank).available ? 1 : 0;
+#endif
+  MPI_Allreduce(MPI_IN_PLACE, &have, 1, MPI_INT, MPI_MIN, comm);
+  return have != 0;
 }
 
 std::string layer_list(const std::vector<int>& layers) {
@@ -157,15 +171,16 @@ DistCollectSummary run_collect_mpi(const CollectOptions& o, const DistCollectOpt
   const auto plan = split_stages(block_costs(su.cfg, T, su.layers), embedding_cost(su.cfg), P);
   const StageWork me = stage_work(plan[static_cast<std::size_t>(grid.stage())], su.layers);
   const std::size_t Ls = me.layers.size();
-  // The CUDA backend neither exports moment blocks nor runs pipeline stages yet: refuse it
-  // before any work instead of after the pre-pass; --device auto means the CPU backend here.
-  if (o.device == "cuda")
-    fail("--device cuda: the MPI collect (mpirun, --checkpoint or --pipeline-stages) runs the CPU backend only "
-         "for now; use --device cpu (docs/MPI.md)");
+  // Every rank must run the same backend (the CPU and the GPU forwards round differently, and
+  // a stage's neighbours exchange its hidden states): --device auto becomes cuda only when every
+  // rank has a device, agreed on before any work.
   CollectOptions bo = o;
-  if (bo.device == "auto") bo.device = "cpu";
-  // Each stage loads only its blocks, and only stage 0 the embeddings (make_backend).
-  auto backend = make_backend(bo, su.cfg, me.layers, su.params, me.range.block_begin, me.range.block_end);
+  if (bo.device == "auto") bo.device = all_ranks_have_cuda(grid.comm()) ? "cuda" : "cpu";
+  // Each stage loads only its blocks, and only stage 0 the embeddings (make_backend). The CUDA
+  // backend takes device node-local rank % devices; the rank comes from an MPI_Comm_split_type
+  // over these ranks (collective: every rank calls make_backend here, on the same path).
+  auto backend = make_backend(bo, su.cfg, me.layers, su.params, me.range.block_begin, me.range.block_end,
+                              grid.comm());
   if (grid.rank() == 0) {
     spdlog::info("collect: {} model, {} excerpts x {} tokens on {} ranks = {} data groups x {} pipeline stages, {}, "
                  "backend {}, moment block {} excerpts",

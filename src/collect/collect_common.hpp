@@ -16,6 +16,7 @@
 #include "collect/collect_backend.hpp"
 #include "collect/collector.hpp"
 #include "io/h5file.hpp"
+#include "io/records_file.hpp"
 #include "io/sequences.hpp"
 #include "model/arch_config.hpp"
 
@@ -50,8 +51,20 @@ std::unique_ptr<CollectBackend> make_backend(const CollectOptions& o, const Arch
                                              const CaptureParams& p, int block_begin = 0, int block_end = -1,
                                              MPI_Comm node_comm = MPI_COMM_NULL);
 
-// Writes the records file of `states` (one per selected layer) at `path`; `extra` may add
-// datasets or attributes to the finished file (checkpoints).
+// The records file's root attributes for this collect (hashes the model files and the corpus).
+RecordsMeta collect_records_meta(const CollectOptions& o, const CollectSetup& setup, std::uint64_t prepass_excerpts,
+                                 const std::string& backend);
+// The excerpts step of the records file (records_file.hpp), after every layer: the tokens of
+// `ids` (ascending, unique: every excerpt the layers refer to), read from the corpus.
+void append_collect_excerpts(const std::filesystem::path& path, const CollectSetup& setup,
+                             const std::vector<std::uint64_t>& ids);
+// The records file's last step: `extra` adds attributes to the finished file (checkpoints) in a
+// session of its own; nothing when `extra` is empty.
+void finish_collect_records(const std::filesystem::path& path, const std::function<void(h5::File&)>& extra);
+
+// Writes the records file of `states` (one per selected layer) at `path` in one process, by the
+// same steps as the MPI collect's stage roots take in turn (src/dist/collect_mpi.cpp), so both
+// give the same bytes; `extra` as for finish_collect_records.
 void write_collect_records(const std::filesystem::path& path, const CollectOptions& o, const CollectSetup& setup,
                            std::uint64_t prepass_excerpts, const std::string& backend,
                            const std::vector<CaptureState>& states, const std::function<void(h5::File&)>& extra);

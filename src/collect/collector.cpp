@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <map>
 
 #include <spdlog/spdlog.h>
 
@@ -137,11 +136,8 @@ void prepare_collect(const CollectOptions& o, CollectSetup& su) {
   su.rate = o.prepass_rate >= 0 ? std::min(o.prepass_rate, 1.0) : auto_prepass_rate(N, o.prepass_target);
 }
 
-void write_collect_records(const fs::path& path, const CollectOptions& o, const CollectSetup& su, std::uint64_t pre_n,
-                           const std::string& backend, const std::vector<CaptureState>& final_states,
-                           const std::function<void(h5::File&)>& extra) {
-  const auto& seqs = su.seqs;
-  const auto T = su.T;
+RecordsMeta collect_records_meta(const CollectOptions& o, const CollectSetup& su, std::uint64_t pre_n,
+                                 const std::string& backend) {
   RecordsMeta meta;
   meta.params = su.params;
   meta.layers = su.layers;
@@ -151,29 +147,37 @@ void write_collect_records(const fs::path& path, const CollectOptions& o, const 
   meta.model = model_provenance(o.model_dir, su.cfg);
   meta.corpus = {{"path", fs::absolute(o.sequences).string()},
                  {"sha256", sha256_file(o.sequences)},
-                 {"provenance", seqs.provenance()}};
+                 {"provenance", su.seqs.provenance()}};
   meta.backend = backend;
   meta.command_line = o.command_line;
   meta.nexplain_version = NEXPLAIN_VERSION;
+  return meta;
+}
+
+void append_collect_excerpts(const fs::path& path, const CollectSetup& su, const std::vector<std::uint64_t>& ids) {
+  std::vector<std::uint32_t> tokens(ids.size() * su.T);
+  for (std::size_t i = 0; i < ids.size(); ++i) su.seqs.read(ids[i], 1, tokens.data() + i * su.T);
+  append_records_excerpts(path, ids, tokens);
+}
+
+void finish_collect_records(const fs::path& path, const std::function<void(h5::File&)>& extra) {
+  if (!extra) return;
+  auto f = h5::File::open_rw(path);
+  extra(f);
+}
+
+void write_collect_records(const fs::path& path, const CollectOptions& o, const CollectSetup& su, std::uint64_t pre_n,
+                           const std::string& backend, const std::vector<CaptureState>& final_states,
+                           const std::function<void(h5::File&)>& extra) {
+  create_records_file(path, collect_records_meta(o, su, pre_n, backend));
   std::vector<std::uint64_t> referenced;
-  std::vector<const CaptureState*> ptrs;
   for (const auto& s : final_states) {
+    append_records_layer(path, s);
     collect_referenced_ids(s.arrays(), referenced);
-    ptrs.push_back(&s);
   }
-  std::sort(referenced.begin(), referenced.end());
-  referenced.erase(std::unique(referenced.begin(), referenced.end()), referenced.end());
-  std::map<std::uint64_t, std::vector<std::uint32_t>> excerpt_tokens;
-  for (auto id : referenced) {
-    std::vector<std::uint32_t> t(T);
-    seqs.read(id, 1, t.data());
-    excerpt_tokens.emplace(id, std::move(t));
-  }
-  write_records_file(path, meta, ptrs, excerpt_tokens);
-  if (extra) {
-    auto f = h5::File::open_rw(path);
-    extra(f);
-  }
+  sort_unique_ids(referenced);
+  append_collect_excerpts(path, su, referenced);
+  finish_collect_records(path, extra);
 }
 
 }  // namespace collect_detail

@@ -4,7 +4,9 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <exception>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -40,7 +42,7 @@ using namespace collect_detail;
 namespace {
 
 constexpr int kTagState = 201;      // stage members -> their stage root (stage communicator)
-constexpr int kTagStageRoot = 202;  // stage roots -> grid rank 0 (grid communicator)
+constexpr int kTagWriteTurn = 202;  // the records file's write turn, stage root to stage root (grid communicator)
 constexpr const char* kCheckpointKeyAttr = "checkpoint_key";
 constexpr const char* kCheckpointCursorAttr = "checkpoint_cursor";
 
@@ -106,13 +108,12 @@ std::string layer_list(const std::vector<int>& layers) {
   return fmt::format("layers {}", fmt::join(layers, ","));
 }
 
-// Merges every rank's states: within a stage on the stage root (samples and histograms merge
-// exactly; the moments become the canonical block-ordered total), then the stage roots send
-// their layers to grid rank 0. Returns all selected layers' states, in layer order, on grid
-// rank 0 and nothing elsewhere. Rank 0 thus holds every layer once (docs/MPI.md, Limits).
-std::vector<CaptureState> merge_to_root(const RankGrid& g, std::vector<CaptureState> mine, const CollectSetup& su,
-                                        const std::vector<StageRange>& plan,
-                                        const std::vector<std::vector<Moments>>& total, CommClock& clock) {
+// Merges every rank's states within each stage on the stage root: samples and histograms merge
+// exactly, the moments become the canonical block-ordered total. Returns the stage's layers on
+// its stage root and nothing elsewhere; no rank ever receives another stage's layers (the stage
+// roots write them to the file in turn: write_records_in_turn).
+std::vector<CaptureState> merge_on_stage_roots(const RankGrid& g, std::vector<CaptureState> mine, const CollectSetup& su,
+                                               const std::vector<std::vector<Moments>>& total, CommClock& clock) {
   const auto n_inner = static_cast<std::uint32_t>(su.cfg.intermediate);
   if (!g.stage_root()) {
     clock([&] {
@@ -131,20 +132,151 @@ std::vector<CaptureState> merge_to_root(const RankGrid& g, std::vector<CaptureSt
     mine[l].take_moments();  // rank states hold no moments between blocks; the total is canonical
     mine[l].fold_moments(total[l]);
   }
-  if (g.rank() != 0) {
-    clock([&] {
-      for (const auto& s : mine) send_state(s, 0, kTagStageRoot, g.comm());
-    });
-    return {};
-  }
-  for (int s = 1; s < g.stages(); ++s) {
-    for (int layer : stage_work(plan[static_cast<std::size_t>(s)], su.layers).layers) {
-      CaptureParams lp = su.params;
-      lp.layer = static_cast<std::uint32_t>(layer);
-      clock([&] { mine.push_back(recv_state(lp, n_inner, s, kTagStageRoot, g.comm())); });
-    }
-  }
   return mine;
+}
+
+// The turn to write the records file, passed from stage root to stage root: the temporary
+// file, the excerpts the layers written so far refer to (ascending, unique), and the first
+// error (after which nobody writes any more).
+struct WriteTurn {
+  std::string path;
+  std::string error;
+  std::vector<std::uint64_t> ids;
+};
+
+std::vector<std::uint8_t> pack_turn(const WriteTurn& t) {
+  std::vector<std::uint8_t> b;
+  auto put = [&](const void* p, std::size_t n) {
+    const auto* c = static_cast<const std::uint8_t*>(p);
+    b.insert(b.end(), c, c + n);
+  };
+  for (const std::string* str : {&t.path, &t.error}) {
+    const std::uint64_t n = str->size();
+    put(&n, sizeof n);
+    put(str->data(), n);
+  }
+  const std::uint64_t n = t.ids.size();
+  put(&n, sizeof n);
+  put(t.ids.data(), n * sizeof(std::uint64_t));
+  return b;
+}
+
+WriteTurn unpack_turn(const std::vector<std::uint8_t>& b) {
+  std::size_t at = 0;
+  auto get = [&](void* p, std::size_t n) {
+    if (at + n > b.size()) fail("collect: internal: a write turn message of {} bytes is truncated", b.size());
+    std::copy(b.begin() + static_cast<std::ptrdiff_t>(at), b.begin() + static_cast<std::ptrdiff_t>(at + n),
+              static_cast<std::uint8_t*>(p));
+    at += n;
+  };
+  WriteTurn t;
+  for (std::string* str : {&t.path, &t.error}) {
+    std::uint64_t n = 0;
+    get(&n, sizeof n);
+    str->resize(n);
+    get(str->data(), n);
+  }
+  std::uint64_t n = 0;
+  get(&n, sizeof n);
+  t.ids.resize(n);
+  get(t.ids.data(), n * sizeof(std::uint64_t));
+  return t;
+}
+
+// The file the stage roots write (the records or the checkpoint) and what grid rank 0 does
+// besides its layers: `extra` attributes (the checkpoint's) before the commit, `after_commit`
+// after it (the finished run removes its checkpoint; must not throw: the file is in place).
+struct RecordsTarget {
+  fs::path path;
+  std::function<void(h5::File&)> extra;
+  std::function<void()> after_commit;
+};
+
+// Writes one records file by the stage roots in turn, in stage order, by the steps of
+// write_collect_records (records_file.hpp), so the file is byte for byte the one a single
+// process writes: grid rank 0 creates the temporary file with the root attributes and appends
+// its stage's layers; the turn goes to stage root 1, which opens the file and appends its
+// layers, and so on; from the last stage root it returns to rank 0, which appends the tokens of
+// every referenced excerpt, adds `extra` and commits. Serial HDF5 allows one writer at a time,
+// and each stage root holds only its own layers: no rank holds all of them.
+//
+// Collective over the grid. An error on any writer travels with the turn (the later stage roots
+// skip their writes) back to rank 0, which removes the temporary file and then broadcasts the
+// outcome: every rank throws the same Error, none is left waiting in a collective, nothing
+// appears at the target and a previous file there (the last checkpoint) is left as it was.
+void write_records_in_turn(const RankGrid& g, const RecordsTarget& target, const CollectOptions& o, const CollectSetup& su,
+                           std::uint64_t pre_n, const std::string& backend, const std::vector<int>& my_layers,
+                           const std::vector<CaptureState>& mine, CommClock& clock) {
+  const int P = g.stages();
+  WriteTurn turn;
+  // Test hook (tests/mpi): the stage root of this stage fails after appending its first layer.
+  const char* fail_stage = std::getenv("NEXPLAIN_TEST_FAIL_WRITE_STAGE");
+  const bool hook_fails = fail_stage && std::to_string(g.stage()) == fail_stage;
+  auto append_mine = [&] {
+    std::vector<std::uint64_t> ids;
+    for (const auto& s : mine) {
+      append_records_layer(turn.path, s);
+      if (hook_fails)
+        fail("{}: NEXPLAIN_TEST_FAIL_WRITE_STAGE={}: failing after layer {} (test hook)", turn.path, fail_stage,
+             s.params().layer);
+      collect_referenced_ids(s.arrays(), ids);
+    }
+    ids.insert(ids.end(), turn.ids.begin(), turn.ids.end());
+    sort_unique_ids(ids);
+    turn.ids = std::move(ids);
+    spdlog::debug("collect: {}: wrote {} to {}", g.who(), layer_list(my_layers), turn.path);
+  };
+  auto failed = [&](const std::string& what, const std::exception& e) {
+    return fmt::format("collect: {}: writing {} of {}: {}", g.who(), what, target.path.string(), e.what());
+  };
+  if (g.rank() == 0) {
+    std::unique_ptr<AtomicOutput> out;
+    try {
+      out = std::make_unique<AtomicOutput>(target.path);
+      turn.path = out->temp_path().string();
+      create_records_file(out->temp_path(), collect_records_meta(o, su, pre_n, backend));
+      append_mine();
+    } catch (const std::exception& e) {
+      turn.error = failed("the root attributes and " + layer_list(my_layers), e);
+    }
+    if (P > 1) {
+      clock([&] {
+        send_bytes(pack_turn(turn), 1, kTagWriteTurn, g.comm());
+        turn = unpack_turn(recv_bytes(P - 1, kTagWriteTurn, g.comm()));
+      });
+    }
+    if (turn.error.empty()) {
+      try {
+        append_collect_excerpts(turn.path, su, turn.ids);
+        finish_collect_records(turn.path, target.extra);
+        out->commit();
+        spdlog::debug("collect: {}: wrote the tokens of {} excerpts and committed {}", g.who(), turn.ids.size(),
+                      target.path.string());
+        if (target.after_commit) target.after_commit();
+      } catch (const std::exception& e) {
+        turn.error = failed("the excerpts' tokens", e);
+      }
+    }
+    // Before the others learn of it: an error makes every rank end the job, rank 0 included.
+    out.reset();
+  } else if (g.stage_root()) {
+    clock([&] { turn = unpack_turn(recv_bytes(g.stage() - 1, kTagWriteTurn, g.comm())); });
+    if (turn.error.empty()) {
+      try {
+        append_mine();
+      } catch (const std::exception& e) {
+        turn.error = failed(layer_list(my_layers), e);
+      }
+    }
+    clock([&] { send_bytes(pack_turn(turn), (g.stage() + 1) % P, kTagWriteTurn, g.comm()); });
+  }
+  std::uint64_t n = turn.error.size();
+  clock([&] {
+    MPI_Bcast(&n, 1, MPI_UINT64_T, 0, g.comm());
+    turn.error.resize(n);
+    MPI_Bcast(turn.error.data(), static_cast<int>(n), MPI_CHAR, 0, g.comm());
+  });
+  if (!turn.error.empty()) fail("{}; nothing was written to {}", turn.error, target.path.string());
 }
 
 }  // namespace
@@ -157,8 +289,9 @@ DistCollectSummary run_collect_mpi(const CollectOptions& o, const DistCollectOpt
   install_stop_handlers();
   CommClock clock;
 
-  std::unique_ptr<AtomicOutput> out;
-  if (grid.rank() == 0) out = std::make_unique<AtomicOutput>(o.out);
+  // Fails now, before any compute, when the output directory is missing or unwritable; the file
+  // itself is written at the end (write_records_in_turn).
+  if (grid.rank() == 0) AtomicOutput{o.out};
   CollectSetup su;
   prepare_collect(o, su);
   const auto T = su.T;
@@ -407,19 +540,18 @@ DistCollectSummary run_collect_mpi(const CollectOptions& o, const DistCollectOpt
     const bool periodic = d.checkpoint_every > 0 && cursor - last_ckpt >= d.checkpoint_every && cursor < N;
     if (stop && d.checkpoint.empty()) fail("collect: {}: stopped by a signal; no --checkpoint was given", grid.who());
     if (stop || periodic) {
-      auto merged = merge_to_root(grid, backend->states(), su, plan, total, clock);
-      if (grid.rank() == 0) {
-        AtomicOutput ck(d.checkpoint);
-        write_collect_records(ck.temp_path(), o, su, pre_n, backend->name(), merged, [&](h5::File& f) {
-          f.set_attr_string(kCheckpointKeyAttr, key);
-          f.set_attr_int(kCheckpointCursorAttr, static_cast<std::int64_t>(cursor));
-        });
-        ck.commit();
+      const auto merged = merge_on_stage_roots(grid, backend->states(), su, total, clock);
+      RecordsTarget ck{d.checkpoint, [&](h5::File& f) {
+                         f.set_attr_string(kCheckpointKeyAttr, key);
+                         f.set_attr_int(kCheckpointCursorAttr, static_cast<std::int64_t>(cursor));
+                       },
+                       {}};
+      // Returns once rank 0 has committed the checkpoint: it is on disk before anyone may die.
+      write_records_in_turn(grid, ck, o, su, pre_n, backend->name(), me.layers, merged, clock);
+      if (grid.rank() == 0)
         spdlog::info("collect: {}: checkpoint at excerpt {} of {} written to {}", grid.who(), cursor, N,
                      d.checkpoint.string());
-      }
       last_ckpt = cursor;
-      clock([&] { MPI_Barrier(grid.comm()); });  // the checkpoint is on disk before anyone may die
       if (kill_at > 0 && cursor >= kill_at && grid.rank() == grid.size() - 1) std::raise(SIGKILL);
       if (stop) {
         checkpointed = true;
@@ -465,14 +597,20 @@ DistCollectSummary run_collect_mpi(const CollectOptions& o, const DistCollectOpt
     return s;
   }
 
-  // ---- final merge (per stage, then on grid rank 0) and the one records file
-  auto merged = merge_to_root(grid, backend->states(), su, plan, total, clock);
-  if (grid.rank() == 0) {
-    write_collect_records(out->temp_path(), o, su, pre_n, backend->name(), merged, {});
-    out->commit();
-    if (!d.checkpoint.empty() && fs::exists(d.checkpoint)) fs::remove(d.checkpoint);  // finished: nothing to resume
-  }
-  MPI_Barrier(grid.comm());
+  // ---- final merge (per stage) and the one records file, written by the stage roots in turn
+  // The backend (weights, its own copy of the states) is done: freed before the merge and the write.
+  std::vector<CaptureState> final_states = backend->states();
+  backend.reset();
+  const auto merged = merge_on_stage_roots(grid, std::move(final_states), su, total, clock);
+  RecordsTarget records{o.out, {}, [&] {
+                          // Finished: nothing to resume. Only now, after the commit: a failed
+                          // write leaves the checkpoint for the rerun.
+                          std::error_code ec;
+                          if (!d.checkpoint.empty() && fs::exists(d.checkpoint, ec) && !fs::remove(d.checkpoint, ec) && ec)
+                            spdlog::warn("collect: cannot remove the checkpoint {} of the finished run: {}",
+                                         d.checkpoint.string(), ec.message());
+                        }};
+  write_records_in_turn(grid, records, o, su, pre_n, s.collect.backend, me.layers, merged, clock);
   s.collect.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return s;
 }

@@ -2,8 +2,8 @@
 // `collect` over MPI ranks: a grid of P pipeline stages (contiguous layer ranges) x D
 // data-parallel groups (RankGrid). Groups share the excerpt stream in rounds of whole moment
 // blocks; inside a group, hidden states flow stage to stage in micro-batches (StageLink); every
-// stage reduces only its own layers. States merge per stage, grid rank 0 writes one records
-// file; periodic and signal-triggered checkpoints resume on any grid. docs/MPI.md.
+// stage reduces only its own layers. States merge per stage on the stage roots, which write one
+// records file in turn; periodic and signal-triggered checkpoints resume on any grid. docs/MPI.md.
 #include <cstdint>
 #include <filesystem>
 #include <vector>

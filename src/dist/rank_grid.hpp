@@ -5,7 +5,8 @@
 // node: the hidden states, the heavy traffic, stay in shared memory). Two derived communicators:
 //   stage: the D ranks of one stage (moment gathers, state merges, histogram sums), rank = group;
 //   group: the P stages of one data group (hidden states stage to stage), rank = stage.
-// The stage root (group 0) of stage s is grid rank s; grid rank 0 writes the records file.
+// The stage root (group 0) of stage s is grid rank s; the stage roots write the records file in
+// turn, grid rank 0 first and last (collect_mpi.cpp).
 #include <string>
 
 #include <mpi.h>

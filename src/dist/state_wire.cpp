@@ -49,21 +49,6 @@ CaptureState unpack_state(const CaptureParams& params, std::uint32_t n_neurons, 
   return CaptureState(params, std::move(a));
 }
 
-void send_state(const CaptureState& s, int dest, int tag, MPI_Comm comm) {
-  const auto& b = s.arrays().boundaries;
-  const auto* p = reinterpret_cast<const std::uint8_t*>(b.data());
-  send_bytes(std::vector<std::uint8_t>(p, p + b.size() * sizeof(double)), dest, tag, comm);
-  send_bytes(pack_state(s), dest, tag, comm);
-}
-
-CaptureState recv_state(const CaptureParams& params, std::uint32_t n_neurons, int source, int tag, MPI_Comm comm) {
-  const auto bb = recv_bytes(source, tag, comm);
-  if (bb.size() % sizeof(double) != 0) fail("state message (layer {}): boundaries of {} bytes", params.layer, bb.size());
-  std::vector<double> bounds(bb.size() / sizeof(double));
-  std::memcpy(bounds.data(), bb.data(), bb.size());
-  return unpack_state(params, n_neurons, bounds, recv_bytes(source, tag, comm));
-}
-
 void send_bytes(const std::vector<std::uint8_t>& bytes, int dest, int tag, MPI_Comm comm) {
   const std::uint64_t n = bytes.size();
   MPI_Send(&n, 1, MPI_UINT64_T, dest, tag, comm);

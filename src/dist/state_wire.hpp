@@ -17,11 +17,6 @@ std::vector<std::uint8_t> pack_state(const CaptureState& s);
 CaptureState unpack_state(const CaptureParams& params, std::uint32_t n_neurons, const std::vector<double>& boundaries,
                           const std::vector<std::uint8_t>& bytes);
 
-// A whole state, boundaries included, for a rank that does not know them (grid rank 0
-// receiving another pipeline stage's layers): two messages on `tag`.
-void send_state(const CaptureState& s, int dest, int tag, MPI_Comm comm);
-CaptureState recv_state(const CaptureParams& params, std::uint32_t n_neurons, int source, int tag, MPI_Comm comm);
-
 // Point-to-point byte messages of any size (split into pieces below INT_MAX).
 void send_bytes(const std::vector<std::uint8_t>& bytes, int dest, int tag, MPI_Comm comm);
 std::vector<std::uint8_t> recv_bytes(int source, int tag, MPI_Comm comm);

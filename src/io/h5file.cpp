@@ -206,6 +206,9 @@ Dataset File::create_dataset_raw(const std::string& name, const std::vector<hsiz
                              : H5Screate_simple(static_cast<int>(shape.size()), shape.data(), maxdims.data()),
                H5Sclose);
   Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  // No modification times in the object headers: they would make two files of the same data
+  // differ byte for byte (records written by one process and by MPI ranks are compared whole).
+  H5Pset_obj_track_times(dcpl.get(), false);
   std::size_t elements = 1;
   for (auto d : shape) elements *= d;
   // A zero-sized fixed dimension cannot be chunked (a chunk may not exceed it): such datasets

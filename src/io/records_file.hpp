@@ -36,14 +36,32 @@ struct RecordsMeta {
   std::string nexplain_version;
 };
 
-// Writes a complete records file at `path` (the caller makes it atomic via AtomicOutput).
-// excerpt_tokens: id -> T tokens, for every excerpt id referenced by any state (checked).
+// A records file is written in steps, each one open/close session of the file, so that several
+// processes can take turns on one file with serial HDF5 (the MPI collect's stage roots,
+// docs/MPI.md "End"):
+//   create_records_file      the file and its root attributes;
+//   append_records_layer     one layer's group and datasets, once per layer of meta.layers, in order;
+//   append_records_excerpts  the tokens of every excerpt the layers refer to, last.
+// HDF5's placement of objects depends on how the writes are split into sessions, so every writer
+// (one process or many) runs exactly these steps: then the same data gives the same file bytes.
+void create_records_file(const std::filesystem::path& path, const RecordsMeta& meta);
+// Writes state.params().layer's datasets from the state's arrays (no copy of the state).
+void append_records_layer(const std::filesystem::path& path, const CaptureState& state);
+// ids: every excerpt any layer refers to, ascending and unique; tokens: their T tokens each, flat.
+void append_records_excerpts(const std::filesystem::path& path, const std::vector<std::uint64_t>& ids,
+                             const std::vector<std::uint32_t>& tokens);
+
+// All steps in one process: a complete records file at `path` (the caller makes it atomic via
+// AtomicOutput). excerpt_tokens: id -> T tokens, for every excerpt id referenced by any state
+// (checked).
 void write_records_file(const std::filesystem::path& path, const RecordsMeta& meta,
                         const std::vector<const CaptureState*>& layer_states,
                         const std::map<std::uint64_t, std::vector<std::uint32_t>>& excerpt_tokens);
 
-// The set of excerpt ids a state's samples refer to.
+// The set of excerpt ids a state's samples refer to (appended to out, unsorted, with repeats).
 void collect_referenced_ids(const CaptureArrays& a, std::vector<std::uint64_t>& out);
+// Sorts ids and drops repeats.
+void sort_unique_ids(std::vector<std::uint64_t>& ids);
 
 class RecordsFile {
  public:

@@ -122,6 +122,89 @@ TEST_F(MpiCollect, RecordsAreIdenticalForEveryPipelineGrid) {
   }
 }
 
+// The stage roots write the records file in turn (docs/MPI.md, End): rank 0 creates it and
+// appends its stage's layers, each further stage root appends its own, rank 0 adds the excerpts.
+// The whole file, not only its datasets, is the one a single process writes by the same steps.
+TEST_F(MpiCollect, StageRootsWriteTheFileInTurnByteForByteAsOneProcess) {
+  log_level_ = "debug";  // the writers' log lines; the same option in every run keeps the command lines alike
+  const auto out = dir_ / "rec.h5";
+  // The command line is stored in the file: every run below has the same arguments but for the
+  // digit of --pipeline-stages, so the files may differ in that one byte and nowhere else.
+  auto a = collect_args(out, 32, {"--pipeline-stages", "1"});
+  a.erase(a.begin());
+  auto r = test::run_cli(a);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto ref = dir_ / "one-process.h5";
+  fs::rename(out, ref);
+  const std::string want = test::read_file(ref);
+  // {ranks, stages, the layers each stage root writes}: D=1 x P=3 (blocks 1+1+2), D=2 x P=2.
+  for (auto [np, P, written] : {std::tuple{3, 3, std::vector<std::string>{"layer 0", "layer 1", "layers 2-3"}},
+                                {4, 2, std::vector<std::string>{"layers 0-1", "layers 2-3"}}}) {
+    const std::string what = "-np " + std::to_string(np) + " --pipeline-stages " + std::to_string(P);
+    r = mpirun(np, out, 32, {"--pipeline-stages", std::to_string(P)});
+    ASSERT_EQ(r.exit_code, 0) << what << "\n" << r.err;
+    for (int s = 0; s < P; ++s)
+      EXPECT_THAT(r.err, HasSubstr("rank " + std::to_string(s) + "/" + std::to_string(np) + " (data group 0, stage " +
+                                   std::to_string(s) + "): wrote " + written[static_cast<std::size_t>(s)] + " to "))
+          << what;
+    for (int rank = P; rank < np; ++rank)  // the other data groups' ranks only send their states
+      EXPECT_THAT(r.err, ::testing::Not(HasSubstr("rank " + std::to_string(rank) + "/" + std::to_string(np) + " (data group 1, stage " +
+                                                  std::to_string(rank - P) + "): wrote")))
+          << what;
+    EXPECT_THAT(r.err, HasSubstr("rank 0/" + std::to_string(np) + " (data group 0, stage 0): wrote the tokens of")) << what;
+    const std::string got = test::read_file(out);
+    ASSERT_EQ(got.size(), want.size()) << what;
+    std::vector<std::size_t> differ;
+    for (std::size_t i = 0; i < got.size(); ++i)
+      if (got[i] != want[i]) differ.push_back(i);
+    ASSERT_EQ(differ.size(), 1u) << what << ": the files differ in more than the digit of --pipeline-stages";
+    EXPECT_EQ(want[differ[0]], '1') << what;
+    EXPECT_EQ(got[differ[0]], static_cast<char>('0' + P)) << what;
+    fs::remove(out);
+  }
+}
+
+// A stage root that fails while appending its layers (test hook) ends the whole job with a
+// clear error; the temporary file is removed, and the checkpoint that was there stays as it was,
+// whether the failed write was the final records or a newer checkpoint.
+TEST_F(MpiCollect, AWriteErrorOnAStageRootEndsTheJobAndKeepsTheCheckpoint) {
+  const auto ck = dir_ / "ck.h5";
+  const auto out = dir_ / "rec.h5";
+  const std::vector<std::string> grid{"--checkpoint", ck.string(), "--pipeline-stages", "2"};
+  // 2 stages, one data group (rounds of one block): raised at 256, agreed at 512.
+  auto r = mpirun(2, out, 64, grid, {"NEXPLAIN_TEST_STOP_AT=1"});
+  ASSERT_EQ(r.exit_code, 75) << r.err;
+  const std::string ck_bytes = test::read_file(ck);
+  auto no_partial_files = [&](const std::string& what) {
+    for (const auto& e : fs::directory_iterator(dir_.path()))
+      EXPECT_EQ(e.path().filename().string().find(".partial-"), std::string::npos) << what << ": " << e.path();
+  };
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), grid.begin(), grid.end());
+    return extra;
+  };
+  const std::string hook = "NEXPLAIN_TEST_FAIL_WRITE_STAGE=1";
+  for (const auto& [what, extra, target] :
+       {std::tuple{std::string("the final records"), with({}), out},
+        {std::string("a periodic checkpoint"), with({"--checkpoint-every", "256"}), ck}}) {
+    r = mpirun(2, out, 64, extra, {hook});
+    EXPECT_NE(r.exit_code, 0) << what << "\n" << r.err;
+    EXPECT_NE(r.exit_code, 75) << what << "\n" << r.err;
+    EXPECT_THAT(r.err, HasSubstr("rank 1/2 (data group 0, stage 1): writing layers 2-3 of " + target.string() + ": "))
+        << what;
+    EXPECT_THAT(r.err, HasSubstr("NEXPLAIN_TEST_FAIL_WRITE_STAGE=1: failing after layer 2 (test hook)")) << what;
+    EXPECT_THAT(r.err, HasSubstr("nothing was written to " + target.string())) << what;
+    EXPECT_FALSE(fs::exists(out)) << what;
+    no_partial_files(what);
+    EXPECT_TRUE(test::read_file(ck) == ck_bytes) << what << ": the checkpoint changed";
+  }
+  // The checkpoint still resumes to the records of one uninterrupted process.
+  r = mpirun(2, out, 64, grid);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_identical(out, "resumed after two failed writes");
+  EXPECT_FALSE(fs::exists(ck));
+}
+
 namespace {
 
 // A tiny Llama (grouped-query attention 4/2 heads, SwiGLU, RoPE, untied head) in bf16 shards of

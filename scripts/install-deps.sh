@@ -10,6 +10,7 @@ PKGS=(
   libcurl4-openssl-dev                # LLM API client
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libpcre2-dev                        # GPT-2 pre-tokenizer
+  libutf8proc-dev                     # NFC for tokenizer.json normalizers (optional)
   libopenblas-dev                     # CPU backend GEMMs
   libtomlplusplus-dev                 # sweep files
   libcpp-httplib-dev                  # viewer

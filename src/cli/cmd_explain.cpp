@@ -68,7 +68,8 @@ void add_explain_command(CLI::App& app) {
   cmd->add_option("--simulator", o->simulator, "all_at_once | chat_logprobs | no_logprobs (overrides the config)");
   cmd->add_option("--inflight", o->inflight, "Neurons in flight per worker (overrides the config)");
   cmd->add_flag("--no-retry-failed", o->no_retry, "On resume, keep neurons journaled as failed instead of retrying them");
-  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer directory (token texts shown to the explainer)");
+  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer directory (token texts shown to the explainer): tokenizer.json, else GPT-2's files; a "
+                  "model directory that ships one works");
   cmd->add_option("--write-batch", o->run.write_batch_dir,
                   "Send nothing: answer from the response cache what it holds and write every other request\n"
                   "to OpenAI Batch-API JSONL shards in DIR (a new directory each round); see docs/LLM.md")

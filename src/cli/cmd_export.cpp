@@ -6,7 +6,6 @@
 #include <fstream>
 
 #include "cli/commands.hpp"
-#include "tokenizer/gpt2_tokenizer.hpp"
 #include "tokenizer/tokenizer_dir.hpp"
 #include "collect/layer_range.hpp"
 #include "core/error.hpp"
@@ -28,11 +27,12 @@ void add_export_command(CLI::App& app) {
   cmd->add_option("--format", o->format, "openai-json")->capture_default_str();
   cmd->add_option("--out", o->out, "Output directory (must not exist; appears only when complete)")->required();
   cmd->add_option("--layers", o->layers, "Layers to export (of those in the file)")->capture_default_str();
-  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer directory for token texts");
+  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer directory for token texts (tokenizer.json, else GPT-2's files; a model directory that ships "
+                  "one works; default: see `nexplain tokenize --help`)");
   cmd->callback([o] {
     if (o->format != "openai-json") fail("--format '{}': expected openai-json", o->format);
     RecordsFile rf(o->records);
-    const auto tok = Gpt2Tokenizer::load(locate_tokenizer_dir(o->tokenizer));
+    const auto tok = load_tokenizer(locate_tokenizer_dir(o->tokenizer));
     const fs::path out = o->out;
     if (fs::exists(out)) fail("{}: already exists; export writes a new directory", out.string());
     fs::path parent = out.parent_path().empty() ? fs::path(".") : out.parent_path();
@@ -58,7 +58,7 @@ void add_export_command(CLI::App& app) {
     for (int l : layers) total += rf.n_neurons(l);
     Progress prog("export", total, "neurons");
     std::uint64_t done = 0;
-    auto text = [&](std::uint32_t id) { return id < tok.vocab_size() ? tok.token_bytes(id) : "<" + std::to_string(id) + ">"; };
+    auto text = [&](std::uint32_t id) { return tok->has_token(id) ? tok->token_bytes(id) : "<" + std::to_string(id) + ">"; };
     auto excerpt = [&](std::uint64_t id) { return rf.excerpt_tokens(id); };
     for (int l : layers) {
       fs::create_directories(tmp / std::to_string(l));

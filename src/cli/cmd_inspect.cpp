@@ -4,7 +4,6 @@
 #include <string>
 
 #include "cli/commands.hpp"
-#include "tokenizer/gpt2_tokenizer.hpp"
 #include "tokenizer/tokenizer_dir.hpp"
 #include "core/error.hpp"
 #include "io/records_file.hpp"
@@ -54,20 +53,21 @@ void add_inspect_command(CLI::App& app) {
   cmd->add_option("neuron", o->neuron, "LAYER/NEURON, e.g. 3/117")->required();
   cmd->add_option("--top", o->top, "Top excerpts to show")->capture_default_str();
   cmd->add_option("--random", o->random, "Random excerpts to show")->capture_default_str();
-  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer directory (default: see `nexplain tokenize --help`)");
+  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer directory: tokenizer.json, else GPT-2's files; a model directory that ships one works "
+                  "(default: see `nexplain tokenize --help`)");
   cmd->callback([o] {
     const auto [layer, n] = parse_neuron(o->neuron);
     RecordsFile rf(o->records);
     const NeuronRecord r = rf.neuron(layer, n);
     // Without tokenizer files the excerpts are shown as token ids rather than failing.
-    std::optional<Gpt2Tokenizer> tok;
+    std::shared_ptr<const Tokenizer> tok;
     try {
-      tok = Gpt2Tokenizer::load(locate_tokenizer_dir(o->tokenizer));
+      tok = load_tokenizer(locate_tokenizer_dir(o->tokenizer));
     } catch (const Error&) {
       if (!o->tokenizer.empty()) throw;
     }
     auto text = [&](std::uint32_t id) {
-      return tok && id < tok->vocab_size() ? shown(tok->token_bytes(id)) : "<" + std::to_string(id) + ">";
+      return tok && tok->has_token(id) ? shown(tok->token_bytes(id)) : "<" + std::to_string(id) + ">";
     };
     std::printf("layer %d neuron %u: %llu activations, mean %.4g, variance %.4g, skewness %.4g, kurtosis %.4g\n", layer, n,
                 static_cast<unsigned long long>(r.stats.count), r.stats.mean, r.stats.variance, r.stats.skewness,

@@ -1,4 +1,4 @@
-// `nexplain make-model`: write a small random model (GPT-2, Llama or Qwen2) in HF layout with
+// `nexplain make-model`: write a small random model (GPT-2, Llama, Qwen2 or GPT-NeoX) in HF layout with
 // planted neurons that are exact token / token-set (/ position, GPT-2) detectors, as ground
 // truth for testing the pipeline end to end without a real model.
 #include <cstdio>
@@ -25,7 +25,7 @@ void add_make_model_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "make-model",
       "Write a random model (HF layout: config.json, safetensors) with planted detector neurons,\n"
-      "plus planted.json listing them (ground truth). --family gpt2 (default), llama or qwen2.\n"
+      "plus planted.json listing them (ground truth). --family gpt2 (default), llama, qwen2 or gpt_neox.\n"
       "SPEC: entries separated by ';', each L<layer>.N<neuron>=<kind>:<args>, kinds:\n"
       "  token:<id>                 fires on that token id            e.g. L0.N5=token:464\n"
       "  tokens:<id>,<id>,...       fires on any of them (a-b ranges ok)  e.g. L1.N17=tokens:11,13\n"
@@ -37,7 +37,7 @@ void add_make_model_command(CLI::App& app) {
   auto& m = o->model;
   cmd->add_option("--planted", o->planted, "Planted neurons (SPEC above; empty = a purely random model)");
   cmd->add_option("--out", o->out, "Output model directory (created if missing)")->required();
-  cmd->add_option("--family", m.family, "Model family (HF model_type): gpt2, llama or qwen2")->capture_default_str();
+  cmd->add_option("--family", m.family, "Model family (HF model_type): gpt2, llama, qwen2 or gpt_neox")->capture_default_str();
   cmd->add_option("--n-layer", m.n_layer, "Transformer blocks")->capture_default_str();
   cmd->add_option("--n-embd", m.n_embd, "Residual width (hidden_size)")->capture_default_str();
   cmd->add_option("--n-head", m.n_head, "Attention heads")->capture_default_str();

@@ -25,7 +25,8 @@ void add_report_command(CLI::App& app) {
       ->required();
   cmd->add_option("--html", o->html, "Output directory (created; open DIR/index.html)")->required();
   cmd->add_option("--records", o->records, "Records file (default: found next to the results)")->check(CLI::ExistingFile);
-  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer directory (default: see `nexplain tokenize --help`)");
+  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer directory: tokenizer.json, else GPT-2's files; a model directory that ships one works "
+                  "(default: see `nexplain tokenize --help`)");
   cmd->callback([o] {
     auto runs = viewer::open_runs(o->results, o->records, o->tokenizer);
     const auto stats = viewer::write_html_report(runs, o->html, [](std::size_t done, std::size_t total) {

@@ -35,7 +35,8 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--port", o->port, "TCP port (0: any free port; the URL is printed)")->capture_default_str()->check(CLI::Range(0, 65535));
   cmd->add_option("--bind", o->bind, "Address to listen on; the default serves this machine only")->capture_default_str();
   cmd->add_option("--records", o->records, "Records file (default: found next to the results)")->check(CLI::ExistingFile);
-  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer directory (default: see `nexplain tokenize --help`)");
+  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer directory: tokenizer.json, else GPT-2's files; a model directory that ships one works "
+                  "(default: see `nexplain tokenize --help`)");
   cmd->add_option("--threads", o->threads, "Request threads")->capture_default_str()->check(CLI::Range(1, 64));
   cmd->footer(
       "Pages: / (runs), /run/<i>/ (index), /run/<i>/neuron/<L>/<N>, /run/<i>/sweep; JSON under /api/ (docs/VIEWER.md).\n"

@@ -100,8 +100,9 @@ void add_tokenize_command(CLI::App& app) {
                               "default: one document per file");
   cmd->add_option("--seq-len,-T", args->seq_len, "Tokens per sequence (excerpt)")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   cmd->add_option("--tokenizer", args->tokenizer,
-                  "Directory with GPT-2's encoder.json + vocab.bpe (or vocab.json + merges.txt), or with a HF "
-                  "tokenizer.json (byte-level BPE: Llama 3, Pythia, Qwen2; or the .json file itself); default: "
+                  "Directory with a HF tokenizer.json (byte-level BPE: Llama 3, Pythia, Qwen2; it wins over GPT-2's "
+                  "files beside it; or the .json file itself), else GPT-2's encoder.json + vocab.bpe (or vocab.json + "
+                  "merges.txt); a model directory that ships one works; default: "
                   "$NEXPLAIN_TOKENIZER_DIR, <exe>/../share/nexplain/gpt2-tokenizer, ./data/gpt2-tokenizer");
   cmd->add_option("--eot-token", args->eot_token,
                   "tokenizer.json: the token put between documents (default: tokenizer_config.json's eos_token, else "

@@ -18,7 +18,7 @@
 #include "io/records_file.hpp"
 #include "llm/batch_router.hpp"
 #include "llm/journal.hpp"
-#include "tokenizer/gpt2_tokenizer.hpp"
+#include "tokenizer/tokenizer_dir.hpp"
 
 namespace nexplain {
 
@@ -58,7 +58,7 @@ json recv_json(int source, int tag, MPI_Comm comm, int* from) {
 class Worker {
  public:
   Worker(const ExplainRunOptions& o, double budget_share)
-      : o_(o), records_(o.records), tokenizer_(Gpt2Tokenizer::load(o.tokenizer_dir)) {
+      : o_(o), records_(o.records), tokenizer_(load_tokenizer(o.tokenizer_dir)) {
     if (o.settings.mode == "llm" && !o.write_batch_dir.empty()) {
       batch_ = std::make_unique<BatchRouter>(o.settings.endpoints, response_cache_dir(o), o.write_batch_dir);
     } else if (o.settings.mode == "llm") {
@@ -76,10 +76,10 @@ class Worker {
   void add(const WorkItem& w) {
     auto splits = load_splits(records_, w.layer, w.neuron, o_.settings.per_split);
     if (!client_ && !batch_) {
-      offline_.push_back(std::make_unique<NeuronTask>(std::move(splits), tokenizer_, o_.settings, o_.settings.endpoints));
+      offline_.push_back(std::make_unique<NeuronTask>(std::move(splits), *tokenizer_, o_.settings, o_.settings.endpoints));
       return;
     }
-    auto task = std::make_unique<NeuronTask>(std::move(splits), tokenizer_, o_.settings, o_.settings.endpoints);
+    auto task = std::make_unique<NeuronTask>(std::move(splits), *tokenizer_, o_.settings, o_.settings.endpoints);
     auto reqs = task->start();
     const std::string key = w.key();
     if (!dispatch(reqs)) return;
@@ -143,7 +143,7 @@ class Worker {
  private:
   const ExplainRunOptions& o_;
   RecordsFile records_;
-  Gpt2Tokenizer tokenizer_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
   std::unique_ptr<LlmClient> client_;
   std::map<std::string, std::unique_ptr<NeuronTask>> tasks_;
   std::deque<std::unique_ptr<NeuronTask>> offline_;

@@ -9,7 +9,7 @@
 
 namespace nexplain {
 
-NeuronTask::NeuronTask(NeuronSplits splits, const Gpt2Tokenizer& tokenizer, const ExplainSettings& settings,
+NeuronTask::NeuronTask(NeuronSplits splits, const Tokenizer& tokenizer, const ExplainSettings& settings,
                        const std::vector<EndpointConfig>& endpoints)
     : splits_(std::move(splits)), settings_(settings) {
   for (const auto& e : endpoints) prices_[e.stage] = e.prices;

@@ -15,11 +15,11 @@
 
 namespace nexplain {
 
-class Gpt2Tokenizer;
+class Tokenizer;
 
 class NeuronTask {
  public:
-  NeuronTask(NeuronSplits splits, const Gpt2Tokenizer& tokenizer, const ExplainSettings& settings,
+  NeuronTask(NeuronSplits splits, const Tokenizer& tokenizer, const ExplainSettings& settings,
              const std::vector<EndpointConfig>& endpoints);
 
   // Offline baseline: explanation, simulation and scores, synchronously.

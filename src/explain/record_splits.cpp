@@ -2,7 +2,7 @@
 
 #include "core/error.hpp"
 #include "io/records_file.hpp"
-#include "tokenizer/gpt2_tokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
 
 namespace nexplain {
 
@@ -98,11 +98,11 @@ std::string sanitize_utf8(std::string_view bytes) {
   return out;
 }
 
-std::string display_token(const Gpt2Tokenizer& tokenizer, std::uint32_t id) {
+std::string display_token(const Tokenizer& tokenizer, std::uint32_t id) {
   return sanitize_utf8(tokenizer.token_bytes(id));
 }
 
-std::vector<std::string> display_tokens(const Gpt2Tokenizer& tokenizer, std::span<const std::uint32_t> ids) {
+std::vector<std::string> display_tokens(const Tokenizer& tokenizer, std::span<const std::uint32_t> ids) {
   std::vector<std::string> out;
   out.reserve(ids.size());
   for (std::uint32_t id : ids) out.push_back(display_token(tokenizer, id));
@@ -110,7 +110,7 @@ std::vector<std::string> display_tokens(const Gpt2Tokenizer& tokenizer, std::spa
 }
 
 std::vector<ActivationExcerpt> to_activation_excerpts(std::span<const SplitExcerpt> excerpts,
-                                                      const Gpt2Tokenizer& tokenizer) {
+                                                      const Tokenizer& tokenizer) {
   std::vector<ActivationExcerpt> out;
   out.reserve(excerpts.size());
   for (const auto& e : excerpts) out.push_back({display_tokens(tokenizer, e.tokens), e.acts});

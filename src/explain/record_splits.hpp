@@ -20,7 +20,7 @@
 
 namespace nexplain {
 
-class Gpt2Tokenizer;
+class Tokenizer;
 class RecordsFile;
 
 // One excerpt of a split: its id in the sequences file, token ids and the neuron's T activations.
@@ -58,16 +58,16 @@ NeuronSplits split_records(const NeuronRecord& record, const ExcerptTokenLookup&
 // Reads neuron (layer, n) from a records file and splits it.
 NeuronSplits load_splits(const RecordsFile& file, int layer, std::uint32_t neuron, std::size_t per_split = 0);
 
-// Token ids -> the strings an LLM (or the offline baseline) sees. A GPT-2 token can be part of a
-// multi-byte UTF-8 character; such bytes become U+FFFD so that every string is valid UTF-8 and
+// Token ids -> the strings an LLM (or the offline baseline) sees. A byte-level token (GPT-2's or a
+// tokenizer.json's) can be part of a multi-byte UTF-8 character; such bytes become U+FFFD so that every string is valid UTF-8 and
 // can travel in a JSON request. Same id -> same string, so matching on strings stays consistent.
-std::string display_token(const Gpt2Tokenizer& tokenizer, std::uint32_t id);
-std::vector<std::string> display_tokens(const Gpt2Tokenizer& tokenizer, std::span<const std::uint32_t> ids);
+std::string display_token(const Tokenizer& tokenizer, std::uint32_t id);
+std::vector<std::string> display_tokens(const Tokenizer& tokenizer, std::span<const std::uint32_t> ids);
 // Any bytes -> valid UTF-8 (each invalid byte becomes U+FFFD).
 std::string sanitize_utf8(std::string_view bytes);
 
 // Split excerpts as shown to explainers and simulators (decoded tokens + raw activations).
 std::vector<ActivationExcerpt> to_activation_excerpts(std::span<const SplitExcerpt> excerpts,
-                                                      const Gpt2Tokenizer& tokenizer);
+                                                      const Tokenizer& tokenizer);
 
 }  // namespace nexplain

@@ -24,11 +24,10 @@
 #include <map>
 #include <set>
 
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
+#include "model/planted_construction.hpp"
 
 namespace nexplain {
 
@@ -87,12 +86,9 @@ std::pair<std::int64_t, std::int64_t> parse_range(const std::string& text, const
   return {a, b};
 }
 
-// LayerNorm output of an "on" channel when `m` channels (its own included) are on at once,
-// ignoring the small random dims: every on channel holds kChannel, dim 0 holds kBias.
+// LayerNorm output of an "on" channel when `m` channels (its own included) are on at once.
 double ln_on(int C, int m, double eps) {
-  const double mean = (kBias + m * kChannel) / C;
-  const double var = (static_cast<double>(kBias) * kBias + m * static_cast<double>(kChannel) * kChannel) / C - mean * mean;
-  return (kChannel - mean) / std::sqrt(var + eps);
+  return planted_channel_after_norm(NormKind::LayerNorm, C, m, eps, kBias, kChannel);
 }
 
 }  // namespace
@@ -164,16 +160,8 @@ PlantedModel build_planted_model(const Gpt2Config& config, const std::vector<Pla
   const int C = config.n_embd, I = config.n_inner;
 
   // One channel per distinct feature; neurons planted on the same feature share it.
-  std::map<std::string, int> channel_of_key;
-  std::vector<int> channel(neurons.size());
-  for (std::size_t i = 0; i < neurons.size(); ++i) {
-    const auto& p = neurons[i];
-    std::string key = p.kind == "position" ? fmt::format("pos:{}-{}", p.pos_first, p.pos_last)
-                                           : fmt::format("tok:{}", fmt::join(p.tokens, ","));
-    const auto [it, inserted] = channel_of_key.emplace(key, static_cast<int>(channel_of_key.size()) + 1);
-    channel[i] = it->second;
-  }
-  const int F = static_cast<int>(channel_of_key.size());
+  const std::vector<int> channel = planted_channels(neurons);
+  const int F = channel.empty() ? 0 : *std::max_element(channel.begin(), channel.end());
   // Half the residual stays random so the rest of the model is still a model.
   if (F + 1 > C / 2)
     fail("--planted: {} distinct features need {} reserved residual dims, but n_embd={} allows at most {}; "
@@ -233,36 +221,17 @@ PlantedModel build_planted_model(const Gpt2Config& config, const std::vector<Pla
     for (int c = 0; c < C; ++c) b.proj_w[n * Cs + static_cast<std::size_t>(c)] = 0.0f;
   }
 
-  nlohmann::json list = nlohmann::json::array();
-  for (std::size_t i = 0; i < neurons.size(); ++i) {
-    const auto& p = neurons[i];
-    nlohmann::json e = {{"layer", p.layer}, {"neuron", p.neuron}, {"kind", p.kind}, {"channel", channel[i]}};
-    if (p.kind == "position") {
-      std::vector<int> pos;
-      for (int q = p.pos_first; q <= p.pos_last; ++q) pos.push_back(q);
-      e["positions"] = pos;
-    } else {
-      e["tokens"] = p.tokens;
-    }
-    list.push_back(std::move(e));
-  }
-  m.ground_truth = {
-      {"format", "nexplain-planted-v1"},
-      {"spec", spec_text},
-      {"seed", seed},
-      {"config", config.to_json()},
-      {"neurons", list},
-      {"construction",
-       {{"bias_dim", 0},
-        {"bias_value", kBias},
-        {"reserved_dims", F + 1},
-        {"channel_value", kChannel},
-        {"threshold", kThreshold},
-        {"gain", gain},
-        {"target_activation", kTarget},
-        {"note", "a planted neuron is ~kTarget on its token/position (less when several planted features "
-                 "share it) and ~0 elsewhere; other neurons keep GPT-2's random init (std 0.02)"}}},
-  };
+  m.ground_truth = planted_ground_truth(
+      spec_text, seed, config.to_json(), neurons, channel,
+      {{"bias_dim", 0},
+       {"bias_value", kBias},
+       {"reserved_dims", F + 1},
+       {"channel_value", kChannel},
+       {"threshold", kThreshold},
+       {"gain", gain},
+       {"target_activation", kTarget},
+       {"note", "a planted neuron is ~kTarget on its token/position (less when several planted features "
+                "share it) and ~0 elsewhere; other neurons keep GPT-2's random init (std 0.02)"}});
   return m;
 }
 

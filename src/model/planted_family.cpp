@@ -7,11 +7,11 @@
 namespace nexplain {
 
 void PlantedModelOptions::validate(const std::string& source) const {
-  if (family != "gpt2" && family != "llama" && family != "qwen2")
-    fail("{}: family '{}' has no planted-model builder (gpt2, llama, qwen2)", source, family);
-  if (family == "gpt2" && n_kv_head != 0 && n_kv_head != n_head)
-    fail("{}: GPT-2 has no grouped-query attention: n_kv_head {} must equal n_head {} (or be left out)", source,
-         n_kv_head, n_head);
+  if (family != "gpt2" && family != "llama" && family != "qwen2" && family != "gpt_neox")
+    fail("{}: family '{}' has no planted-model builder (gpt2, llama, qwen2, gpt_neox)", source, family);
+  if ((family == "gpt2" || family == "gpt_neox") && n_kv_head != 0 && n_kv_head != n_head)
+    fail("{}: {} has no grouped-query attention: n_kv_head {} must equal n_head {} (or be left out)", source,
+         family == "gpt2" ? "GPT-2" : "GPT-NeoX", n_kv_head, n_head);
   // The family's own checks (sizes, divisibility): GPT-2's with its key names, the others' with HF's.
   if (family == "gpt2") gpt2_config().validate(source);
   else arch_config();
@@ -32,6 +32,19 @@ ArchConfig PlantedModelOptions::arch_config() const {
   if (family == "gpt2") return ArchConfig::from_json(gpt2_config().to_json(), "make-model (gpt2)");
   // Untied head: the planted channels then never leak into the logits' weights; nothing reads
   // the logits in collect anyway.
+  if (family == "gpt_neox")  // Pythia's choices: rotary_pct 0.25, parallel residual, gelu, biases
+    return ArchConfig::from_json({{"model_type", family},
+                                  {"hidden_size", n_embd},
+                                  {"num_hidden_layers", n_layer},
+                                  {"num_attention_heads", n_head},
+                                  {"intermediate_size", n_inner},
+                                  {"max_position_embeddings", n_positions},
+                                  {"vocab_size", vocab_size},
+                                  {"rotary_pct", 0.25},
+                                  {"use_parallel_residual", true},
+                                  {"hidden_act", "gelu"},
+                                  {"tie_word_embeddings", false}},
+                                 "make-model (gpt_neox)");
   return ArchConfig::from_json({{"model_type", family},
                                 {"hidden_size", n_embd},
                                 {"num_hidden_layers", n_layer},

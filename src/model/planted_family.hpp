@@ -1,7 +1,7 @@
 #pragma once
 // A planted-feature test model of a chosen family, from one set of sizes: what `nexplain
 // make-model --planted` and a sweep's `[model] planted` build. GPT-2 uses the GPT-2 builder
-// (planted.hpp: token, token-set and position features); Llama and Qwen2 the RMSNorm/gated one
+// (planted.hpp: token, token-set and position features); Llama, Qwen2 and GPT-NeoX the RoPE one
 // (planted_transformer.hpp: token and token-set features). Both write the same planted.json.
 #include <cstdint>
 #include <filesystem>
@@ -13,11 +13,11 @@
 namespace nexplain {
 
 struct PlantedModelOptions {
-  std::string family = "gpt2";  // gpt2 | llama | qwen2 (the HF model_type written to config.json)
+  std::string family = "gpt2";  // gpt2 | llama | qwen2 | gpt_neox (the HF model_type written to config.json)
   int n_layer = 2;
   int n_embd = 64;
   int n_head = 4;
-  int n_kv_head = 0;  // llama/qwen2: grouped-query attention; 0 = n_head
+  int n_kv_head = 0;  // llama/qwen2: grouped-query attention; 0 = n_head (gpt2, gpt_neox: must be)
   int n_inner = 256;
   int n_positions = 128;
   int vocab_size = 50257;

@@ -21,7 +21,7 @@
 #include "model/planted_family.hpp"
 #include "sweep/merge_records.hpp"
 #include "sweep/sweep_layers.hpp"
-#include "tokenizer/gpt2_tokenizer.hpp"
+#include "tokenizer/corpus_tokenizer.hpp"
 
 namespace nexplain {
 
@@ -224,7 +224,7 @@ SweepOutcome run_sweep(const SweepConfig& c, const SweepRunOptions& o, const Mpi
         if (!c.separator.empty()) to.corpus.separator = c.separator;
         to.seq_len = c.seq_len;
         to.command_line = o.command_line;
-        const auto tok = Gpt2Tokenizer::load(o.tokenizer_dir);
+        const auto tok = load_corpus_tokenizer(o.tokenizer_dir);
         const auto s = tokenize_corpus(expand_inputs(c.inputs), to, tok, c.sequences_path());
         stage_line("tokenize", fmt::format("{} documents, {} tokens, {} excerpts", s.documents, s.tokens, s.sequences), since(t));
       } else {

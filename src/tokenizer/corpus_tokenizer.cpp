@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "core/error.hpp"
+#include "tokenizer/tokenizer_dir.hpp"
 
 namespace nexplain {
 
@@ -67,21 +68,16 @@ CorpusTokenizer corpus_tokenizer(const HfTokenizer& tok, const fs::path& file, c
 }
 
 CorpusTokenizer load_corpus_tokenizer(const fs::path& dir, const std::string& eot_token) {
-  std::error_code ec;
-  if (!Gpt2Tokenizer::has_files(dir)) {
-    const bool is_file = fs::is_regular_file(dir, ec) && dir.extension() == ".json";
-    const fs::path file = is_file ? dir : dir / "tokenizer.json";
-    if (fs::is_regular_file(file, ec)) {
-      std::string eot = eot_token;
-      if (eot.empty()) eot = config_eos_token(file.parent_path());
-      if (eot.empty()) eot = kEndOfText;
-      return corpus_tokenizer(HfTokenizer::load(file), file, eot);
-    }
+  const TokenizerFiles files = require_tokenizer_files(dir);
+  if (files.kind == TokenizerFiles::Kind::tokenizer_json) {
+    std::string eot = eot_token;
+    if (eot.empty()) eot = config_eos_token(files.path.parent_path());
+    if (eot.empty()) eot = kEndOfText;
+    return corpus_tokenizer(HfTokenizer::load(files.path), files.path, eot);
   }
-  // GPT-2's files, or neither kind: Gpt2Tokenizer::load names the files it misses.
   if (!eot_token.empty() && eot_token != kEndOfText)
     fail("--eot-token {}: GPT-2's tokenizer files ({}) join documents with {}", eot_token, dir.string(), kEndOfText);
-  return corpus_tokenizer(Gpt2Tokenizer::load(dir));
+  return corpus_tokenizer(Gpt2Tokenizer::load(files.path));
 }
 
 }  // namespace nexplain

@@ -33,11 +33,11 @@ CorpusTokenizer corpus_tokenizer(const Gpt2Tokenizer& tok);
 CorpusTokenizer corpus_tokenizer(const HfTokenizer& tok, const std::filesystem::path& file,
                                  const std::string& eot_token);
 
-// `dir` holding GPT-2's files -> Gpt2Tokenizer (these win when a directory has both, as
-// openai-community/gpt2 does: same tokens); else `dir`/tokenizer.json, or `dir` itself when it is
-// a .json file -> HfTokenizer. `eot_token` "" means: tokenizer_config.json's `eos_token` next to
-// it when there is one, else "<|endoftext|>". When it holds neither, Gpt2Tokenizer::load's error
-// names the files it misses.
+// What require_tokenizer_files (tokenizer_dir.hpp) finds in `dir`: a tokenizer.json (it wins
+// over GPT-2's files beside it), or `dir` itself when it is a .json file -> HfTokenizer; else
+// GPT-2's files -> Gpt2Tokenizer. `eot_token` "" means: tokenizer_config.json's `eos_token` next
+// to a tokenizer.json when there is one, else "<|endoftext|>". Error naming the directory and
+// the files looked for when it holds neither.
 CorpusTokenizer load_corpus_tokenizer(const std::filesystem::path& dir, const std::string& eot_token = "");
 
 }  // namespace nexplain

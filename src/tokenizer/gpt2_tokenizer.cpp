@@ -345,12 +345,6 @@ std::vector<std::uint32_t> Gpt2Tokenizer::encode(std::string_view text) const {
   return out;
 }
 
-std::string Gpt2Tokenizer::decode(std::span<const std::uint32_t> ids) const {
-  std::string out;
-  for (const std::uint32_t id : ids) out += token_bytes(id);
-  return out;
-}
-
 const std::string& Gpt2Tokenizer::token_bytes(std::uint32_t id) const {
   if (id >= t_->bytes_of.size()) fail("token id {} is out of range: the vocabulary has {} tokens", id, t_->bytes_of.size());
   return t_->bytes_of[id];

@@ -15,11 +15,13 @@
 #include <string_view>
 #include <vector>
 
+#include "tokenizer/tokenizer.hpp"
+
 namespace nexplain {
 
 class BpeMerges;
 
-class Gpt2Tokenizer {
+class Gpt2Tokenizer final : public Tokenizer {
  public:
   // Loads `dir`/encoder.json + `dir`/vocab.bpe (OpenAI's names) or `dir`/vocab.json +
   // `dir`/merges.txt (Hugging Face's). Throws Error naming the file and line/column for missing
@@ -28,15 +30,15 @@ class Gpt2Tokenizer {
   // Whether `dir` holds one of the two file pairs (used to look for a default directory).
   static bool has_files(const std::filesystem::path& dir);
 
-  std::vector<std::uint32_t> encode(std::string_view text) const;
+  std::vector<std::uint32_t> encode(std::string_view text) const override;
   // Appends the tokens of `text` to `out` (saves a copy when building a long stream).
   void encode_append(std::string_view text, std::vector<std::uint32_t>& out) const;
-  // Throws Error for an id outside the vocabulary.
-  std::string decode(std::span<const std::uint32_t> ids) const;
-  // The raw bytes of one token (not necessarily valid UTF-8 on its own).
-  const std::string& token_bytes(std::uint32_t id) const;
+  // The raw bytes of one token (not necessarily valid UTF-8 on its own); Error for an id outside
+  // the vocabulary. decode() (Tokenizer) concatenates them.
+  const std::string& token_bytes(std::uint32_t id) const override;
 
-  std::uint32_t vocab_size() const;
+  std::uint32_t vocab_size() const override;
+  bool has_token(std::uint32_t id) const override { return id < vocab_size(); }
   std::uint32_t eot_id() const;  // "<|endoftext|>"
 
   // sha256 over the two files' digests ("<vocab sha256>\n<merges sha256>\n"): names exactly the

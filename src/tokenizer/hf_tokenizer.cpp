@@ -15,6 +15,7 @@
 #include "tokenizer/byte_unicode.hpp"
 #include "tokenizer/pretokenizer.hpp"
 #include "tokenizer/regex_split.hpp"
+#include "tokenizer/unicode_nfc.hpp"
 
 namespace nexplain {
 
@@ -31,11 +32,14 @@ struct HfTokenizer::Tables {
   // Pre-tokenizer steps, applied in order, each splitting every word of the previous one.
   // A null splitter stands for GPT-2's own pattern (ByteLevel with use_regex).
   std::vector<std::unique_ptr<RegexSplitter>> steps;
+  bool nfc = false;  // normalizer: NFC (a Sequence of NFCs is one)
   struct Added {
     std::string content;
     std::uint32_t id;
   };
-  std::vector<Added> matched_added;  // non-special added tokens, longest first
+  // Non-special added tokens, longest first: those with "normalized": false are cut out of the
+  // text as it is, those with "normalized": true out of the normalized text, as HF does.
+  std::vector<Added> raw_added, normalized_added;
   std::unordered_map<std::string, std::uint32_t> added_by_content;
   std::string sha;
 };
@@ -186,12 +190,64 @@ void load_added(HfTokenizer::Tables& t, const json& added, const std::string& so
     if (!special) {
       for (const char* k : {"lstrip", "rstrip", "single_word"})
         if (a.value(k, false)) fail("{}: '{}{}' = true is not supported for a non-special added token", source, where, k);
-      if (!content.empty()) t.matched_added.push_back({content, id});
+      // HF's default: a non-special added token is matched in normalized text.
+      if (!content.empty()) (a.value("normalized", true) ? t.normalized_added : t.raw_added).push_back({content, id});
     }
   }
   // Longest first, so that at one position the longest added token wins (HF's leftmost-longest).
-  std::stable_sort(t.matched_added.begin(), t.matched_added.end(),
-                   [](const auto& a, const auto& b) { return a.content.size() > b.content.size(); });
+  for (auto* list : {&t.raw_added, &t.normalized_added})
+    std::stable_sort(list->begin(), list->end(),
+                     [](const auto& a, const auto& b) { return a.content.size() > b.content.size(); });
+}
+
+// One normalizer (or a Sequence of them): only NFC is understood, and only when this build has
+// utf8proc; anything else would tokenize differently from HF, so it is refused.
+void add_normalizer(HfTokenizer::Tables& t, const json& n, const std::string& where, const std::string& source) {
+  if (n.is_null()) return;
+  if (!n.is_object()) fail("{}: '{}' must be an object or null, got {}", source, where, n.type_name());
+  const json& type = need(n, "type", where + ".", source);
+  const std::string kind = type.is_string() ? type.get<std::string>() : type.dump();
+  if (kind == "Sequence") {
+    const json& list = need(n, "normalizers", where + ".", source);
+    if (!list.is_array()) fail("{}: '{}.normalizers' must be an array", source, where);
+    for (std::size_t i = 0; i < list.size(); ++i)
+      add_normalizer(t, list[i], fmt::format("{}.normalizers[{}]", where, i), source);
+  } else if (kind == "NFC") {
+    if (!nfc_available())
+      fail("{}: '{}.type' = \"NFC\" needs Unicode normalization, but this build of nexplain lacks utf8proc (install "
+           "libutf8proc-dev and rebuild)",
+           source, where);
+    t.nfc = true;  // NFC is idempotent: twice in a Sequence is once
+  } else {
+    fail("{}: '{}.type' = {} is not supported (NFC, Sequence)", source, where, type.dump());
+  }
+}
+
+// Cuts the added tokens of `list` out of `text`: `on_text` gets the pieces between them, `on_token`
+// their ids, in order.
+template <typename OnText, typename OnToken>
+void split_added(const std::vector<HfTokenizer::Tables::Added>& list, std::string_view text, OnText&& on_text,
+                 OnToken&& on_token) {
+  std::size_t from = 0;
+  if (!list.empty()) {
+    for (std::size_t i = 0; i < text.size();) {
+      const HfTokenizer::Tables::Added* hit = nullptr;
+      for (const auto& a : list)
+        if (text.compare(i, a.content.size(), a.content) == 0) {
+          hit = &a;
+          break;
+        }
+      if (!hit) {
+        ++i;
+        continue;
+      }
+      on_text(text.substr(from, i - from));
+      on_token(hit->id);
+      i += hit->content.size();
+      from = i;
+    }
+  }
+  on_text(text.substr(from));
 }
 
 void pretok(const HfTokenizer::Tables& t, std::size_t step, std::string_view text,
@@ -217,9 +273,7 @@ HfTokenizer HfTokenizer::from_json_text(const std::string& text, const std::stri
   }
   if (!j.is_object()) fail("{}: expected a JSON object (a HuggingFace tokenizer.json)", source);
   auto t = std::make_shared<Tables>();
-  if (j.contains("normalizer") && !j["normalizer"].is_null())
-    fail("{}: 'normalizer' = {} is not supported (only null: byte-level BPE tokenizers without normalization)", source,
-         j["normalizer"].dump().substr(0, 80));
+  add_normalizer(*t, j.value("normalizer", json()), "normalizer", source);
   load_model(*t, need(j, "model", "", source), source);
   add_pre_tokenizer(*t, j.value("pre_tokenizer", json()), "pre_tokenizer", source);
   load_added(*t, j.value("added_tokens", json()), source);
@@ -255,27 +309,18 @@ void HfTokenizer::encode_append(std::string_view text, std::vector<std::uint32_t
     t.merges.apply(ids);
     out.insert(out.end(), ids.begin(), ids.end());
   };
-  // Non-special added tokens are cut out first; the text between them is pre-tokenized.
-  std::size_t from = 0;
-  if (!t.matched_added.empty()) {
-    for (std::size_t i = 0; i < text.size();) {
-      const Tables::Added* hit = nullptr;
-      for (const auto& a : t.matched_added)
-        if (text.compare(i, a.content.size(), a.content) == 0) {
-          hit = &a;
-          break;
-        }
-      if (!hit) {
-        ++i;
-        continue;
-      }
-      pretok(t, 0, text.substr(from, i - from), encode_word);
-      out.push_back(hit->id);
-      i += hit->content.size();
-      from = i;
-    }
-  }
-  pretok(t, 0, text.substr(from), encode_word);
+  const auto push_id = [&](std::uint32_t id) { out.push_back(id); };
+  // HF's order: non-special added tokens that are not normalized are cut out of the text first;
+  // each piece between them is normalized, the normalized ones cut out of it, and what remains
+  // pre-tokenized.
+  const auto normalized_piece = [&](std::string_view piece) {
+    split_added(t.normalized_added, piece, [&](std::string_view rest) { pretok(t, 0, rest, encode_word); }, push_id);
+  };
+  split_added(t.raw_added, text, [&](std::string_view piece) {
+    if (piece.empty()) return;
+    if (t.nfc) normalized_piece(nfc_normalize(piece));
+    else normalized_piece(piece);
+  }, push_id);
 }
 
 std::vector<std::uint32_t> HfTokenizer::encode(std::string_view text) const {
@@ -291,16 +336,12 @@ std::vector<std::string> HfTokenizer::pretokenize(std::string_view text) const {
 }
 
 const std::string& HfTokenizer::token_bytes(std::uint32_t id) const {
-  if (id >= t_->bytes_of.size() || !t_->present[id])
+  if (!has_token(id))
     fail("token id {} is not in the vocabulary ({} ids)", id, t_->bytes_of.size());
   return t_->bytes_of[id];
 }
 
-std::string HfTokenizer::decode(std::span<const std::uint32_t> ids) const {
-  std::string out;
-  for (const auto id : ids) out += token_bytes(id);
-  return out;
-}
+bool HfTokenizer::has_token(std::uint32_t id) const { return id < t_->present.size() && t_->present[id]; }
 
 std::uint32_t HfTokenizer::vocab_size() const { return static_cast<std::uint32_t>(t_->bytes_of.size()); }
 

@@ -12,9 +12,13 @@
 //   subword prefix/suffix;
 // - added_tokens: ids and contents. Special ones are never matched inside text (as tiktoken's
 //   encode_ordinary: a corpus cannot forge a document boundary); non-special ones are, as HF
-//   does, before pre-tokenization.
-// - normalizer must be null (NFC etc. would need Unicode normalization tables); the
-//   post_processor (BOS insertion) and decoder are ignored: tokens are decoded from their bytes.
+//   does, before pre-tokenization (in the text as given when "normalized" is false, in the
+//   normalized text otherwise).
+// - normalizer: null, "NFC" (Qwen2), or a "Sequence" of these; NFC needs utf8proc in the build
+//   (unicode_nfc.hpp), and a tokenizer asking for it is refused by a build without. Bytes that
+//   are not UTF-8 pass through unnormalized, so encoding stays lossless for NFC text.
+// - the post_processor (BOS insertion) and decoder are ignored: tokens are decoded from their
+//   bytes.
 // Anything else is an Error naming the file and the JSON key.
 #include <cstdint>
 #include <filesystem>
@@ -25,23 +29,27 @@
 #include <string_view>
 #include <vector>
 
+#include "tokenizer/tokenizer.hpp"
+
 namespace nexplain {
 
-class HfTokenizer {
+class HfTokenizer final : public Tokenizer {
  public:
   // `path` is a tokenizer.json file or a directory holding one.
   static HfTokenizer load(const std::filesystem::path& path);
   // From the JSON text; `source` names it in errors.
   static HfTokenizer from_json_text(const std::string& json_text, const std::string& source);
 
-  std::vector<std::uint32_t> encode(std::string_view text) const;
+  std::vector<std::uint32_t> encode(std::string_view text) const override;
   void encode_append(std::string_view text, std::vector<std::uint32_t>& out) const;
   // Words as the pre-tokenizer cuts them (for tests and debugging).
   std::vector<std::string> pretokenize(std::string_view text) const;
-  std::string decode(std::span<const std::uint32_t> ids) const;  // Error for an unknown id
-  const std::string& token_bytes(std::uint32_t id) const;
+  // A vocabulary token's raw bytes, an added token's content; Error for an unknown id.
+  // decode() (Tokenizer) concatenates them.
+  const std::string& token_bytes(std::uint32_t id) const override;
 
-  std::uint32_t vocab_size() const;  // max id + 1, added tokens included
+  std::uint32_t vocab_size() const override;  // max id + 1, added tokens included
+  bool has_token(std::uint32_t id) const override;
   // The id of an added or vocabulary token given as text ("<|endoftext|>"), if any.
   std::optional<std::uint32_t> token_id(std::string_view content) const;
   const std::string& sha256() const;  // of the tokenizer.json bytes

@@ -13,9 +13,9 @@ std::vector<std::unique_ptr<ViewerRun>> open_runs(const std::vector<std::string>
                                                   const std::string& tokenizer_dir) {
   if (args.empty()) fail("no RESULTS given: name a sweep directory, an explain directory or a results.jsonl");
   if (!records.empty() && args.size() != 1) fail("--records applies to one RESULTS argument, {} were given", args.size());
-  std::shared_ptr<const Gpt2Tokenizer> tokenizer;
+  std::shared_ptr<const Tokenizer> tokenizer;
   try {
-    tokenizer = std::make_shared<const Gpt2Tokenizer>(Gpt2Tokenizer::load(locate_tokenizer_dir(tokenizer_dir)));
+    tokenizer = load_tokenizer(locate_tokenizer_dir(tokenizer_dir));
   } catch (const Error& e) {
     if (!tokenizer_dir.empty()) throw;
     spdlog::warn("no tokenizer ({}); excerpts will show token ids", e.what());

@@ -37,7 +37,7 @@ double unix_now() {
 
 }  // namespace
 
-ViewerRun::ViewerRun(RunPaths paths, std::shared_ptr<const Gpt2Tokenizer> tokenizer)
+ViewerRun::ViewerRun(RunPaths paths, std::shared_ptr<const Tokenizer> tokenizer)
     : paths_(std::move(paths)), tokenizer_(std::move(tokenizer)), snap_(std::make_shared<Snapshot>()) {
   snapshot();  // a broken results file is reported at start, not on the first request
 }
@@ -173,7 +173,7 @@ json ViewerRun::neuron_json(std::uint32_t layer, std::uint32_t neuron) {
   std::optional<NeuronRecord> record;
   if (have_record) record = records_->neuron(static_cast<int>(layer), neuron);
   const TokenText text = [&](std::uint32_t id) {
-    return tokenizer_ && id < tokenizer_->vocab_size() ? display_token(*tokenizer_, id) : fmt::format("<{}>", id);
+    return tokenizer_ && tokenizer_->has_token(id) ? display_token(*tokenizer_, id) : fmt::format("<{}>", id);
   };
   const ExcerptTokens tokens = [&](std::uint64_t id) { return records_->excerpt_tokens(id); };
   auto j = build_neuron_json(layer, neuron, result, record, tokens, text, nb);

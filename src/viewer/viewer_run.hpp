@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/records_file.hpp"
-#include "tokenizer/gpt2_tokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
 #include "viewer/index_query.hpp"
 #include "viewer/results_index.hpp"
 #include "viewer/run_paths.hpp"
@@ -24,7 +24,7 @@ namespace nexplain::viewer {
 class ViewerRun {
  public:
   // `tokenizer` may be null: tokens are then shown as "<id>".
-  ViewerRun(RunPaths paths, std::shared_ptr<const Gpt2Tokenizer> tokenizer);
+  ViewerRun(RunPaths paths, std::shared_ptr<const Tokenizer> tokenizer);
 
   const RunPaths& paths() const { return paths_; }
   // The current index; the results file is looked at again when the last look is older than the
@@ -52,7 +52,7 @@ class ViewerRun {
   bool open_records();  // under the HDF5 lock; false while there is no records file
 
   RunPaths paths_;
-  std::shared_ptr<const Gpt2Tokenizer> tokenizer_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
   std::mutex index_mutex_;  // guards the fields below
   std::unique_ptr<IndexBuilder> builder_;
   std::shared_ptr<const Snapshot> snap_;

@@ -281,9 +281,12 @@ TEST(CollectCli, LlamaCollectsOnEveryBackend) {
 
 TEST(MakeModelCli, UnsupportedFamiliesAndPositionFeaturesAreRefused) {
   test::TempDir dir;
-  auto r = test::run_cli({"make-model", "--family", "gpt_neox", "--planted", "", "--out", (dir / "m").string()});
+  auto r = test::run_cli({"make-model", "--family", "gptj", "--planted", "", "--out", (dir / "m").string()});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.err, HasSubstr("family 'gpt_neox' has no planted-model builder (gpt2, llama, qwen2)"));
+  EXPECT_THAT(r.err, HasSubstr("family 'gptj' has no planted-model builder (gpt2, llama, qwen2, gpt_neox)"));
+  r = test::run_cli({"make-model", "--family", "gpt_neox", "--planted", "L0.N3=position:0-1", "--out", (dir / "m").string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("RoPE"));
   r = test::run_cli({"make-model", "--family", "llama", "--planted", "L0.N3=position:0-1", "--out", (dir / "m").string()});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("RoPE"));

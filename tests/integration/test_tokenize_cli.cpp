@@ -1,6 +1,5 @@
 // `nexplain tokenize` as a real process: the shakespeare corpus end to end, provenance
 // attributes, failing runs leave no output, and the output does not depend on --threads.
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -150,21 +149,8 @@ namespace {
 // GPT-2's tokenizer as a HF tokenizer.json (what openai-community/gpt2 publishes), rebuilt from
 // OpenAI's encoder.json + vocab.bpe: the same tokens through the other loader.
 void write_gpt2_tokenizer_json(const fs::path& gpt2_dir, const fs::path& out_dir) {
-  using nlohmann::json;
-  std::istringstream bpe(test::read_file(gpt2_dir / "vocab.bpe"));
-  json merges = json::array();
-  for (std::string line; std::getline(bpe, line);)
-    if (!line.empty() && !line.starts_with("#version")) merges.push_back(line);
-  const json j = {
-      {"added_tokens", json::array({{{"id", 50256}, {"content", "<|endoftext|>"}, {"special", true}}})},
-      {"normalizer", nullptr},
-      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}},
-      {"model",
-       {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", ""},
-        {"end_of_word_suffix", ""}, {"fuse_unk", false}, {"byte_fallback", false},
-        {"vocab", json::parse(test::read_file(gpt2_dir / "encoder.json"))}, {"merges", merges}}}};
   fs::create_directories(out_dir);
-  test::write_file(out_dir / "tokenizer.json", j.dump());
+  test::write_file(out_dir / "tokenizer.json", test::gpt2_tokenizer_json(gpt2_dir));
 }
 
 }  // namespace

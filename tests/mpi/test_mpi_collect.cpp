@@ -522,3 +522,46 @@ TEST_F(MpiCollect, BadGridsAreRefused) {
   EXPECT_THAT(r.err, HasSubstr("--device cuda: the MPI collect"));
   EXPECT_FALSE(fs::exists(dir_ / "rec.h5"));
 }
+
+// ==================================================================== tiny Llama: stop and resume
+// The checkpointed collect of the sharded bf16 Llama above, stopped by the NEXPLAIN_TEST_STOP_AT
+// hook (SIGUSR1 raised in the last rank once the cursor passes the value; the ranks agree on it at
+// the next round boundary and exit 75), resumes to the records of an uninterrupted run: on the
+// same grid, and on another one (the checkpoint holds per-layer reduction state, not a grid).
+
+TEST_F(MpiCollectLlama, StoppedCollectResumesToIdenticalRecordsOnTheSameGrid) {
+  const auto ck = dir_ / "ck.h5";
+  const auto out = dir_ / "rec.h5";
+  // 3 stages, one data group: rounds of one block. Raised at 512 on the last stage, agreed at 768.
+  auto r = mpirun(3, out, 64, {"--checkpoint", ck.string(), "--pipeline-stages", "3"}, {"NEXPLAIN_TEST_STOP_AT=300"});
+  EXPECT_EQ(r.exit_code, 75) << r.err;
+  ASSERT_TRUE(fs::exists(ck));
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_EQ(h5::File::open_read(ck).attr_int("checkpoint_cursor"), 768);
+  r = mpirun(3, out, 64, {"--checkpoint", ck.string(), "--pipeline-stages", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_identical(out, "llama resumed on the same 1 x 3 grid");
+  EXPECT_FALSE(fs::exists(ck)) << "a finished run removes its checkpoint";
+  EXPECT_EQ(RecordsFile(out).meta().model["config"]["model_type"], "llama");
+}
+
+TEST_F(MpiCollectLlama, StoppedCollectResumesToIdenticalRecordsOnAnotherGrid) {
+  const auto ck = dir_ / "ck.h5";
+  // D=2 x P=2 stops at the first round boundary (1024); D=1 x P=3 finishes it.
+  auto out = dir_ / "rec-2x2-1x3.h5";
+  auto r = mpirun(4, out, 32, {"--checkpoint", ck.string(), "--pipeline-stages", "2"}, {"NEXPLAIN_TEST_STOP_AT=1"});
+  EXPECT_EQ(r.exit_code, 75) << r.err;
+  EXPECT_EQ(h5::File::open_read(ck).attr_int("checkpoint_cursor"), 1024);
+  r = mpirun(3, out, 50, {"--checkpoint", ck.string(), "--pipeline-stages", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_identical(out, "llama 2 x 2 grid resumed on 1 x 3");
+  // Data-parallel only (2 ranks, rounds of 2 blocks), stopped at 1024; resumed on one rank.
+  out = dir_ / "rec-2x1-1x1.h5";
+  r = mpirun(2, out, 32, {"--checkpoint", ck.string()}, {"NEXPLAIN_TEST_STOP_AT=512"});
+  EXPECT_EQ(r.exit_code, 75) << r.err;
+  EXPECT_EQ(h5::File::open_read(ck).attr_int("checkpoint_cursor"), 1024);
+  r = mpirun(1, out, 16, {"--checkpoint", ck.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_identical(out, "llama 2 x 1 grid resumed on 1 rank");
+  EXPECT_FALSE(fs::exists(ck));
+}

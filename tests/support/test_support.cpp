@@ -11,6 +11,8 @@
 #include <random>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.hpp"
 #include "io/h5file.hpp"
 #include "io/sequences.hpp"
@@ -135,6 +137,37 @@ CliResult run_process(const std::vector<std::string>& argv, const std::vector<st
   r.out = read_file(out);
   r.err = read_file(err);
   return r;
+}
+
+std::string gpt2_tokenizer_json(const fs::path& gpt2_dir, bool array_merges) {
+  using nlohmann::json;
+  std::istringstream bpe(read_file(gpt2_dir / "vocab.bpe"));
+  json merges = json::array();
+  for (std::string line; std::getline(bpe, line);) {
+    if (line.empty() || line.starts_with("#version")) continue;
+    if (array_merges) {
+      const auto sp = line.find(' ');
+      merges.push_back(json::array({line.substr(0, sp), line.substr(sp + 1)}));
+    } else {
+      merges.push_back(line);
+    }
+  }
+  const json j = {
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"added_tokens",
+       json::array({{{"id", 50256}, {"content", "<|endoftext|>"}, {"single_word", false}, {"lstrip", false},
+                     {"rstrip", false}, {"normalized", true}, {"special", true}}})},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}},
+      {"post_processor", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}}},
+      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+      {"model",
+       {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", ""},
+        {"end_of_word_suffix", ""}, {"fuse_unk", false}, {"byte_fallback", false},
+        {"vocab", json::parse(read_file(gpt2_dir / "encoder.json"))}, {"merges", merges}}}};
+  return j.dump();
 }
 
 CliResult run_cli(const std::vector<std::string>& args, const std::vector<std::string>& env) {

@@ -63,4 +63,10 @@ std::string errmsg(const std::function<void()>& f);
 std::string read_file(const std::filesystem::path& p);
 void write_file(const std::filesystem::path& p, const std::string& data);
 
+// GPT-2's tokenizer.json as HF publishes it for openai-community/gpt2, rebuilt from OpenAI's
+// encoder.json + vocab.bpe in `gpt2_dir`: ByteLevel pre-tokenizer with GPT-2's regex, the same
+// vocabulary, the merges in file order (as "a b" strings or, with `array_merges`, as ["a", "b"]
+// pairs, as tokenizers >= 0.20 writes them), <|endoftext|> as a special added token. The JSON text.
+std::string gpt2_tokenizer_json(const std::filesystem::path& gpt2_dir, bool array_merges = false);
+
 }  // namespace nexplain::test

@@ -2,7 +2,6 @@
 // must reproduce every GPT-2 golden and agree with Gpt2Tokenizer on real text; the Llama-3
 // pre-tokenizer pattern is checked on hand-worked cases; unsupported features are named.
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -10,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "explain/record_splits.hpp"
 #include "tokenizer/byte_unicode.hpp"
 #include "tokenizer/gpt2_tokenizer.hpp"
 #include "tokenizer/hf_tokenizer.hpp"
@@ -22,40 +22,7 @@ using test::errmsg;
 
 namespace {
 
-// GPT-2's tokenizer.json as HF publishes it for openai-community/gpt2, rebuilt from OpenAI's
-// encoder.json + vocab.bpe: ByteLevel pre-tokenizer with GPT-2's regex, the same vocabulary,
-// the merges in file order (as "a b" strings or, with `array_merges`, as ["a", "b"] pairs).
-std::string gpt2_tokenizer_json(const std::filesystem::path& dir, bool array_merges) {
-  const json vocab = json::parse(test::read_file(dir / "encoder.json"));
-  std::istringstream bpe(test::read_file(dir / "vocab.bpe"));
-  json merges = json::array();
-  std::string line;
-  while (std::getline(bpe, line)) {
-    if (line.empty() || line.starts_with("#version")) continue;
-    if (array_merges) {
-      const auto sp = line.find(' ');
-      merges.push_back(json::array({line.substr(0, sp), line.substr(sp + 1)}));
-    } else {
-      merges.push_back(line);
-    }
-  }
-  json j = {
-      {"version", "1.0"},
-      {"truncation", nullptr},
-      {"padding", nullptr},
-      {"added_tokens",
-       json::array({{{"id", 50256}, {"content", "<|endoftext|>"}, {"single_word", false}, {"lstrip", false},
-                     {"rstrip", false}, {"normalized", true}, {"special", true}}})},
-      {"normalizer", nullptr},
-      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}},
-      {"post_processor", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}}},
-      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
-      {"model",
-       {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", ""},
-        {"end_of_word_suffix", ""}, {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", vocab},
-        {"merges", merges}}}};
-  return j.dump();
-}
+using test::gpt2_tokenizer_json;
 
 std::string shown(const std::string& bytes) { return gpt2_bytes_to_shown(bytes); }
 
@@ -137,6 +104,41 @@ TEST(HfTokenizer, AgreesWithGpt2TokenizerOnCorpora) {
   EXPECT_EQ(hf.decode(hf.encode(junk)), junk);
 }
 
+// Every id of GPT-2's vocabulary, read from tokenizer.json, has the bytes and the shown text that
+// GPT-2's own files give it, through the Tokenizer interface the commands use: tokens that are
+// part of a UTF-8 character (shown with U+FFFD), and <|endoftext|>, an added special token there.
+TEST(HfTokenizer, Gpt2TokenizerJsonDecodesEveryIdAsGpt2Tokenizer) {
+  NEXPLAIN_REQUIRE_SHARED(shared);
+  const auto dir = shared / "data" / "gpt2-tokenizer";
+  const HfTokenizer hf = HfTokenizer::from_json_text(gpt2_tokenizer_json(dir), "gpt2/tokenizer.json");
+  const Gpt2Tokenizer gpt2 = Gpt2Tokenizer::load(dir);
+  const Tokenizer& a = hf;
+  const Tokenizer& b = gpt2;
+  ASSERT_EQ(a.vocab_size(), b.vocab_size());
+  std::size_t partial = 0;
+  for (std::uint32_t id = 0; id < b.vocab_size(); ++id) {
+    ASSERT_TRUE(a.has_token(id)) << id;
+    ASSERT_EQ(a.token_bytes(id), b.token_bytes(id)) << "id " << id;
+    const std::string text = display_token(a, id);
+    ASSERT_EQ(text, display_token(b, id)) << "id " << id;
+    if (text.find("\xEF\xBF\xBD") != std::string::npos) ++partial;
+  }
+  // At least the 128 lone bytes 0x80..0xFF are partial characters.
+  EXPECT_GE(partial, 128u);
+  EXPECT_EQ(display_token(a, 50256), "<|endoftext|>");
+  EXPECT_FALSE(a.has_token(b.vocab_size()));
+  // A character split across tokens: each piece shows U+FFFD, the decoded ids give it back whole.
+  const std::string text = "price: 5\xe2\x82\xac, \xf0\x9f\x98\x80!";
+  const auto ids = gpt2.encode(text);
+  EXPECT_EQ(a.decode(ids), text);
+  EXPECT_EQ(a.decode(ids), b.decode(ids));
+  EXPECT_EQ(display_tokens(a, ids), display_tokens(b, ids));
+  std::size_t split = 0;
+  for (const auto& t : display_tokens(a, ids)) split += t.find("\xEF\xBF\xBD") != std::string::npos;
+  EXPECT_GT(split, 0u) << "the emoji was expected to span tokens";
+  std::printf("tokenizer.json decodes all %u ids as GPT-2's files do (%zu partial characters)\n", b.vocab_size(), partial);
+}
+
 // Cases worked by hand through Llama 3's pattern (and confirmed with Python's `regex` module,
 // the engine tiktoken uses): case-insensitive contractions, a non-letter glued before letters,
 // digits in threes, punctuation runs that take the line breaks after them, whitespace before
@@ -177,8 +179,11 @@ TEST(HfTokenizer, MergesIgnoreMergesAndAddedTokens) {
 TEST(HfTokenizer, UnsupportedFeaturesAreNamed) {
   auto msg = [](const json& j) { return errmsg([&] { HfTokenizer::from_json_text(j.dump(), "x/tokenizer.json"); }); };
   json j = llama3_style(true);
-  j["normalizer"] = {{"type", "NFC"}};
-  EXPECT_HAS(msg(j), "x/tokenizer.json: 'normalizer' = {\"type\":\"NFC\"} is not supported");
+  j["normalizer"] = {{"type", "NFKC"}};
+  EXPECT_HAS(msg(j), "x/tokenizer.json: 'normalizer.type' = \"NFKC\" is not supported (NFC, Sequence)");
+  j["normalizer"] = {{"type", "Sequence"}, {"normalizers", json::array({{{"type", "Lowercase"}}, {{"type", "NFC"}}})}};
+  EXPECT_HAS(msg(j), "x/tokenizer.json: 'normalizer.normalizers[0].type' = \"Lowercase\" is not supported");
+  j = llama3_style(true);
   j = llama3_style(true);
   j["model"]["type"] = "WordPiece";
   EXPECT_HAS(msg(j), "'model.type' = \"WordPiece\" is not supported");

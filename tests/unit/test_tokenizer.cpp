@@ -16,6 +16,7 @@
 #include "tokenizer/bpe_merges.hpp"
 #include "tokenizer/byte_unicode.hpp"
 #include "tokenizer/gpt2_tokenizer.hpp"
+#include "tokenizer/hf_tokenizer.hpp"
 #include "tokenizer/pretokenizer.hpp"
 #include "tokenizer/safe_split.hpp"
 #include "tokenizer/tokenizer_dir.hpp"
@@ -202,6 +203,83 @@ TEST(Gpt2Tokenizer, LocateDefaultDirectory) {
   EXPECT_NE(e.find("fetch-tokenizer.sh"), std::string::npos) << e;
   if (old) setenv("NEXPLAIN_TOKENIZER_DIR", saved.c_str(), 1);
   else unsetenv("NEXPLAIN_TOKENIZER_DIR");
+}
+
+// The tiny vocabulary above as a tokenizer.json, plus a special added token at id 300 (ids
+// 260..299 are holes), so that a test can tell which of the two files a directory was read from.
+void write_tiny_tokenizer_json(const fs::path& file, const fs::path& encoder_json) {
+  fs::create_directories(file.parent_path());
+  const auto vocab = nlohmann::json::parse(test::read_file(encoder_json));
+  const nlohmann::json j = {
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"added_tokens", nlohmann::json::array({{{"id", 300}, {"content", "<|im_start|>"}, {"special", true}}})},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"h e", "l l", "he ll"}}}}};
+  test::write_file(file, j.dump());
+}
+
+// load_tokenizer: a tokenizer.json wins over GPT-2's pair beside it (Qwen2 ships both, and only
+// the .json has its specials and pattern); the pair alone, or the .json named directly, load too.
+TEST(TokenizerDir, PicksTokenizerJsonElseGpt2Files) {
+  test::TempDir dir;
+  write_tiny_tokenizer(dir / "src");
+  write_tiny_tokenizer_json(dir / "json" / "tokenizer.json", dir / "src" / "encoder.json");
+  write_tiny_tokenizer(dir / "both");
+  fs::copy_file(dir / "json" / "tokenizer.json", dir / "both" / "tokenizer.json");
+
+  const auto pair = load_tokenizer(dir / "src");
+  EXPECT_NE(dynamic_cast<const Gpt2Tokenizer*>(pair.get()), nullptr);
+  EXPECT_EQ(pair->vocab_size(), 260u);
+  EXPECT_EQ(find_tokenizer_files(dir / "src")->kind, TokenizerFiles::Kind::gpt2_pair);
+  for (const fs::path& p : {dir / "json", dir / "both", dir / "json" / "tokenizer.json"}) {
+    SCOPED_TRACE(p.string());
+    const auto files = find_tokenizer_files(p);
+    ASSERT_TRUE(files);
+    EXPECT_EQ(files->kind, TokenizerFiles::Kind::tokenizer_json);
+    EXPECT_EQ(files->path.filename(), "tokenizer.json");
+    const auto tok = load_tokenizer(p);
+    EXPECT_NE(dynamic_cast<const HfTokenizer*>(tok.get()), nullptr);
+    EXPECT_EQ(tok->vocab_size(), 301u);
+    // Same tokens for the shared vocabulary; the added token decodes to its content; holes are no tokens.
+    EXPECT_EQ(tok->encode("hello"), pair->encode("hello"));
+    EXPECT_EQ(tok->decode(std::vector<std::uint32_t>{258, 300, 'o'}), "hell<|im_start|>o");
+    EXPECT_TRUE(tok->has_token(300));
+    EXPECT_FALSE(tok->has_token(299));
+    EXPECT_FALSE(tok->has_token(301));
+    EXPECT_NE(error_of([&] { tok->token_bytes(299); }).find("token id 299 is not in the vocabulary"), std::string::npos);
+  }
+  EXPECT_FALSE(pair->has_token(260));
+  // NEXPLAIN_TOKENIZER_DIR may name a directory with a tokenizer.json only.
+  const char* old = std::getenv("NEXPLAIN_TOKENIZER_DIR");
+  const std::string saved = old ? old : "";
+  setenv("NEXPLAIN_TOKENIZER_DIR", (dir / "json").c_str(), 1);
+  EXPECT_EQ(locate_tokenizer_dir(), dir / "json");
+  if (old) setenv("NEXPLAIN_TOKENIZER_DIR", saved.c_str(), 1);
+  else unsetenv("NEXPLAIN_TOKENIZER_DIR");
+}
+
+TEST(TokenizerDir, ErrorsNameTheDirectoryAndWhatWasLookedFor) {
+  test::TempDir dir;
+  fs::create_directories(dir / "empty");
+  auto e = error_of([&] { load_tokenizer(dir / "empty"); });
+  EXPECT_NE(e.find((dir / "empty").string() + ": no tokenizer files: looked for tokenizer.json, or GPT-2's vocab.json + "
+                   "merges.txt or encoder.json + vocab.bpe"),
+            std::string::npos) << e;
+  e = error_of([&] { load_tokenizer(dir / "nowhere"); });
+  EXPECT_NE(e.find((dir / "nowhere").string() + ": tokenizer directory does not exist"), std::string::npos) << e;
+  test::write_file(dir / "notes.txt", "x");
+  e = error_of([&] { load_tokenizer(dir / "notes.txt"); });
+  EXPECT_NE(e.find("notes.txt: not a tokenizer directory or a .json tokenizer file"), std::string::npos) << e;
+  // Half of GPT-2's pair: the missing file is named.
+  write_tiny_tokenizer(dir / "half", true);
+  fs::remove(dir / "half" / "merges.txt");
+  e = error_of([&] { load_tokenizer(dir / "half"); });
+  EXPECT_NE(e.find("merges.txt: missing"), std::string::npos) << e;
+  // A broken tokenizer.json is reported by its loader, naming the file.
+  fs::create_directories(dir / "bad");
+  test::write_file(dir / "bad" / "tokenizer.json", "{\"model\": ");
+  e = error_of([&] { load_tokenizer(dir / "bad"); });
+  EXPECT_NE(e.find((dir / "bad" / "tokenizer.json").string() + ": byte"), std::string::npos) << e;
 }
 
 // ------------------------------------------------------------------ pre-tokenizer and safe cuts

@@ -145,21 +145,6 @@ bool collect_stage(const SweepConfig& c, const SweepRunOptions& o, MPI_Comm comm
     line = fmt::format("  {:<9} {:<48} {:>7.1f} s\n", "collect", co.out.filename().string() + " (exists)", 0.0);
     return false;
   }
-  if (c.collect.device == "cuda" && size == 1) {
-    // The MPI collect takes only the CPU backend so far (docs/MPI.md, Limits): one GPU rank
-    // runs the plain collect. It has no checkpoints: a stop signal ends it and the requeued
-    // job starts this stage again (its output is atomic, so nothing half-written remains).
-    spdlog::warn("sweep {}: collect on one CUDA rank without checkpoints (the MPI collect is CPU-only for now); "
-                 "a stop signal restarts this stage", c.name);
-    fs::create_directories(co.out.parent_path());
-    const auto s = run_collect(co);
-    done_line(fmt::format("{} excerpts, {:.0f} tokens/s on {}", s.excerpts, s.main_tokens_per_s, s.backend));
-    return false;
-  }
-  if (c.collect.device == "cuda")
-    fail("[collect] device = \"cuda\": the MPI collect on {} ranks runs the CPU backend only for now (docs/MPI.md); "
-         "collect on one rank (under mpirun -np N: [mpi] explain_ranks = N-1) or use device = \"cpu\"",
-         size);
   if (rank == 0) fs::create_directories(co.out.parent_path());
   MPI_Barrier(comm);
   DistCollectOptions d;

@@ -94,7 +94,9 @@ kernels::Act device_act(ActKind k) {
 // ---------------------------------------------------------------- cuBLASLt GEMM plans
 
 // What the cuBLASLt epilogue does after the matmul: nothing, + bias, or gelu(. + bias).
-enum class Epilogue { none, bias, gelu_bias };
+// gelu_bias16: GELU_BIAS with a bf16 copy of the bias, for bf16 outputs where cuBLASLt has no
+// GELU_BIAS algorithm taking a float bias (measured on an H200, bench/NOTES.md).
+enum class Epilogue { none, bias, gelu_bias, gelu_bias16 };
 
 struct GemmKey {
   int M, N, K;
@@ -148,6 +150,8 @@ struct TransformerDevice::Impl {
   struct Linear {
     DeviceArray<unsigned char> w;
     DeviceArray<float> b;
+    // b rounded to bf16, made on first use by Epilogue::gelu_bias16 (2 bytes per value).
+    mutable DeviceArray<unsigned char> b16;  // a cache of b: made where the const weights are used
     int in = 0, out = 0;
     bool in_major = false;
     const float* bias() const { return b.size() ? b.get() : nullptr; }
@@ -195,6 +199,7 @@ struct TransformerDevice::Impl {
   Stream* consumer = nullptr;
   PhaseTimer* timer = nullptr;
   bool fell_back[kFusions] = {false, false, false};  // a fusion found no epilogue algorithm
+  bool bias16_used = false;  // the GELU epilogue ran with the bf16 bias copy (Epilogue::gelu_bias16)
   // Pinned staging of the tokens, two slots used alternately.
   PinnedArray<std::uint32_t> h_tokens[2];
   Event uploaded[2];
@@ -366,6 +371,7 @@ struct TransformerDevice::Impl {
   void ensure_workspace(std::size_t rows) {
     if (rows <= cap_rows) return;
     stream.synchronize();  // in-flight work may still use the old buffers
+    if (consumer) consumer->synchronize();  // and the consumer may still read fc[] (overlap)
     const std::size_t C = cfg.hidden, I = cfg.intermediate;
     d_tokens.resize(rows);
     x.resize(rows * C);
@@ -409,8 +415,9 @@ struct TransformerDevice::Impl {
     NX_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &no, sizeof no));
     if (ep != Epilogue::none) {
       const cublasLtEpilogue_t e = ep == Epilogue::bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS;
-      // Our biases are float whatever the output type (default: the output's type).
-      const cudaDataType_t bias_type = CUDA_R_32F;
+      // Our biases are float whatever the output type (default: the output's type), except
+      // gelu_bias16's bf16 copy.
+      const cudaDataType_t bias_type = ep == Epilogue::gelu_bias16 ? CUDA_R_16BF : CUDA_R_32F;
       if (cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e) != CUBLAS_STATUS_SUCCESS ||
           cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type) !=
               CUBLAS_STATUS_SUCCESS) {
@@ -454,7 +461,7 @@ struct TransformerDevice::Impl {
   // (X, W in the input type; Y float or the input type). False, with nothing queued, when
   // cuBLASLt has no algorithm for the epilogue.
   bool gemm(const Linear& L, const void* X, void* Y, int M, bool out_float, Epilogue ep = Epilogue::none,
-            const float* bias = nullptr, bool accumulate = false) {
+            const void* bias = nullptr, bool accumulate = false) {
     const cudaDataType_t out = out_float ? CUDA_R_32F : in_type();
     GemmPlan* p = plan(M, L.out, L.in, !L.in_major, out, ep);
     if (!p) return false;
@@ -465,6 +472,15 @@ struct TransformerDevice::Impl {
     NX_CUBLAS(cublasLtMatmul(lt, p->op, &alpha, L.w.get(), p->a, X, p->b, &beta, Y, p->d, Y, p->d, &p->algo,
                              lt_ws.get(), lt_ws.bytes(), as_stream(stream)));
     return true;
+  }
+
+  // L's bias rounded to bf16 (made once, on the stream, from the device copy).
+  const void* bias16(const Linear& L) {
+    if (L.b16.bytes() == 0) {
+      L.b16.resize(L.b.size() * 2);
+      kernels::float_to_bf16(L.b16.get(), L.b.get(), L.b.size(), as_stream(stream));
+    }
+    return L.b16.get();
   }
 
   bool gelu_in_epilogue() const { return tune.gelu_epilogue < 0 ? bf16() : tune.gelu_epilogue > 0; }
@@ -505,6 +521,11 @@ struct TransformerDevice::Impl {
     }
     if (fuse) {
       if (gemm(L, X, Y, M, out_float, ep, b, step == Step::accumulate)) return;
+      // bf16 neurons: cuBLASLt may have the GELU epilogue only with a bias of the output's type.
+      if (step == Step::activate && !out_float && gemm(L, X, Y, M, out_float, Epilogue::gelu_bias16, bias16(L))) {
+        bias16_used = true;
+        return;
+      }
       fell_back[which] = true;
     }
     switch (step) {
@@ -545,6 +566,7 @@ struct TransformerDevice::Impl {
     out += " residual:";
     out += how(tune.residual_epilogue, fell_back[kResidualFusion]);
     out += gelu_fusable() ? std::string(" gelu:") + how(gelu_in_epilogue(), fell_back[kGeluFusion]) : " act:kernel";
+    if (bias16_used && !fell_back[kGeluFusion]) out += "(bf16 bias)";
     out += " overlap:";
     out += tune.overlap && consumer ? "on" : "off";
     return out;

@@ -635,15 +635,10 @@ TEST(CudaBackend, OverlapGivesTheSameStatesAsSerial) {
 // CPU reduction of the same device activations bit for bit; the states continue exactly.
 TEST(CudaBackend, TakeMomentsFollowsTheQueuedBatches) {
   NEXPLAIN_REQUIRE_GPU();
-  Gpt2Config c = small_config(2);
-  c.n_embd = 128;
-  c.n_head = 2;
-  c.n_inner = 512;
-  c.vocab_size = 1000;
-  const auto w = Gpt2Weights::random(c, 41);
+  const auto w = TransformerWeights::random(gpt2_config(2, 128, 2, 1000), 41);  // n_inner 4 x 128
   const std::vector<int> layers{0, 1};
   const int T = 32, per_block = 50, batch = 16;
-  const auto N = static_cast<std::uint32_t>(c.n_inner);
+  const auto N = static_cast<std::uint32_t>(w.config.intermediate);
   CaptureParams params;
   params.T = T;
   params.K = 6;
@@ -653,7 +648,7 @@ TEST(CudaBackend, TakeMomentsFollowsTheQueuedBatches) {
   std::vector<std::uint64_t> ids;
   for (const std::uint64_t block : {1u, 4u, 7u})
     for (int i = 0; i < per_block; ++i) ids.push_back(block * kMomentBlock + 5 * static_cast<std::uint64_t>(i));
-  const auto tokens = random_tokens(ids.size() * T, static_cast<std::uint32_t>(c.vocab_size), 19);
+  const auto tokens = random_tokens(ids.size() * T, static_cast<std::uint32_t>(w.config.vocab_size), 19);
   const auto tok = [&](std::size_t first) { return tokens.data() + first * T; };
   for (const auto prec : {cuda::Precision::fp32, cuda::Precision::bf16}) {
     SCOPED_TRACE(cuda::precision_name(prec));

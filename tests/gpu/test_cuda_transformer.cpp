@@ -174,6 +174,12 @@ TEST(CudaTransformer, RandomModelsOfEveryVariantMatchCpu) {
       {"gpt_neox, relu, parallel residual, rotary_pct 1", with(neox_json(), {{"hidden_act", "relu"}, {"rotary_pct", 1.0}}),
        40},
       {"gpt_neox, gelu, no attention biases", with(neox_json(), {{"attention_bias", false}}), 40},
+      // Head size 128 at T = 2048 needs more than the default 48 KiB of shared memory per block
+      // for the attention's per-warp rows: the opt-in path (cuda/forward_kernels.cu).
+      {"llama, head size 128, T = 2048 (opt-in shared memory)",
+       with(llama_json(1), {{"hidden_size", 256}, {"num_attention_heads", 2}, {"num_key_value_heads", 1},
+                            {"head_dim", 128}, {"max_position_embeddings", 4096}}),
+       2048},
   };
   std::uint64_t seed = 100;
   for (const auto& v : variants) {

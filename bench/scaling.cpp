@@ -26,7 +26,7 @@
 #include "dist/collect_mpi.hpp"
 #include "dist/mpi_session.hpp"
 #include "io/sequences.hpp"
-#include "model/gpt2_weights.hpp"
+#include "model/transformer_weights.hpp"
 
 using namespace nexplain;
 namespace fs = std::filesystem;
@@ -60,15 +60,16 @@ Args parse(int argc, char** argv) {
 }
 
 void write_inputs(const Args& a, const fs::path& dir) {
-  Gpt2Config c;
-  c.n_embd = a.embd;
-  c.n_layer = a.layers;
-  c.n_head = std::max(1, a.embd / 64);
-  c.n_inner = 4 * a.embd;
-  c.n_positions = std::max(64, a.seq_len);
-  c.vocab_size = 4096;
+  const ArchConfig c = ArchConfig::from_json({{"model_type", "gpt2"},
+                                              {"n_embd", a.embd},
+                                              {"n_layer", a.layers},
+                                              {"n_head", std::max(1, a.embd / 64)},
+                                              {"n_inner", 4 * a.embd},
+                                              {"n_positions", std::max(64, a.seq_len)},
+                                              {"vocab_size", 4096}},
+                                             "bench/scaling");
   fs::create_directories(dir / "model");
-  Gpt2Weights::random(c, 7).save(dir / "model");
+  TransformerWeights::random(c, 7).save(dir / "model");
   SequencesInfo info;
   info.seq_len = a.seq_len;
   info.vocab_size = static_cast<std::uint32_t>(c.vocab_size);

@@ -37,7 +37,7 @@ struct Gpt2Config {
   void validate(const std::string& source = "config") const;
 
   // The fields above plus model_type, as HF writes them (n_inner is always explicit).
-  // Used for provenance records and by Gpt2Weights::save.
+  // Used for planted.json and by ArchConfig::to_hf_json (a saved GPT-2's config.json).
   nlohmann::json to_json() const;
 
   bool operator==(const Gpt2Config&) const = default;

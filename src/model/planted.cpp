@@ -91,6 +91,58 @@ double ln_on(int C, int m, double eps) {
   return planted_channel_after_norm(NormKind::LayerNorm, C, m, eps, kBias, kChannel);
 }
 
+// splitmix64 + Box-Muller (both normals of a pair used): the generator GPT-2 planted models have
+// always been drawn from. TransformerWeights::random draws from mt19937_64 instead; keeping this
+// one means a (spec, sizes, seed) still gives exactly the model it gave before, so planted
+// models already on disk, and results recorded from them, stay reproducible.
+struct SplitMix {
+  std::uint64_t s;
+  std::uint64_t next() {
+    std::uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  double uniform() { return static_cast<double>((next() >> 11) + 1) * 0x1.0p-53; }  // (0, 1]
+  double spare = 0;
+  bool has_spare = false;
+  double normal() {
+    if (has_spare) {
+      has_spare = false;
+      return spare;
+    }
+    const double r = std::sqrt(-2.0 * std::log(uniform())), theta = 6.283185307179586 * uniform();
+    spare = r * std::sin(theta);
+    has_spare = true;
+    return r * std::cos(theta);
+  }
+};
+
+// HF's GPT-2 init (N(0, 0.02) embeddings and matrices, the residual projections attn.c_proj and
+// mlp.c_proj scaled by 1/sqrt(2 n_layer), zero biases, unit LayerNorm gains), drawn in the
+// checkpoint's order: wte, wpe, then per block c_attn, attn.c_proj, c_fc, mlp.c_proj, each
+// row-major in its Conv1D [in, out] layout. TransformerWeights::random lays out every array
+// (shapes, orientation, zero biases, unit gains); only the values are drawn again here.
+TransformerWeights random_gpt2(const ArchConfig& config, std::uint64_t seed) {
+  TransformerWeights w = TransformerWeights::random(config, seed);
+  constexpr float kStd = 0.02f;
+  // Computed in float, as the builder always has: the last bit of the scale is part of the model.
+  const float proj_std = kStd / std::sqrt(2.0f * static_cast<float>(config.n_layer));
+  SplitMix rng{seed};
+  auto draw = [&](std::vector<float>& a, float sd) {
+    for (auto& v : a) v = static_cast<float>(rng.normal() * static_cast<double>(sd));
+  };
+  draw(w.tok_embed, kStd);
+  draw(w.pos_embed, kStd);
+  for (auto& b : w.blocks) {
+    draw(b.qkv.w, kStd);
+    draw(b.o.w, proj_std);
+    draw(b.up.w, kStd);
+    draw(b.down.w, proj_std);
+  }
+  return w;
+}
+
 }  // namespace
 
 bool PlantedNeuron::fires_on(std::uint32_t token, int position) const {
@@ -154,7 +206,7 @@ std::vector<PlantedNeuron> parse_planted_spec(const std::string& spec, const Gpt
 PlantedModel build_planted_model(const Gpt2Config& config, const std::vector<PlantedNeuron>& neurons,
                                  std::uint64_t seed, const std::string& spec_text) {
   PlantedModel m;
-  m.weights = Gpt2Weights::random(config, seed);
+  m.weights = random_gpt2(ArchConfig::from_json(config.to_json(), "make-model (gpt2)"), seed);
   m.neurons = neurons;
   auto& w = m.weights;
   const int C = config.n_embd, I = config.n_inner;
@@ -197,28 +249,30 @@ PlantedModel build_planted_model(const Gpt2Config& config, const std::vector<Pla
   // Reserved dims: embeddings carry only the planted signal, and no block writes into them.
   const std::size_t Cs = static_cast<std::size_t>(C);
   for (int d = 0; d <= F; ++d) {
-    for (int t = 0; t < config.vocab_size; ++t) w.wte[static_cast<std::size_t>(t) * Cs + d] = 0.0f;
-    for (int q = 0; q < config.n_positions; ++q) w.wpe[static_cast<std::size_t>(q) * Cs + d] = d == 0 ? kBias : 0.0f;
-    for (auto& b : w.blocks) {
-      for (int i = 0; i < C; ++i) b.attn_proj_w[static_cast<std::size_t>(i) * Cs + d] = 0.0f;
-      b.attn_proj_b[static_cast<std::size_t>(d)] = 0.0f;
-      for (int i = 0; i < I; ++i) b.proj_w[static_cast<std::size_t>(i) * Cs + d] = 0.0f;
-      b.proj_b[static_cast<std::size_t>(d)] = 0.0f;
+    for (int t = 0; t < config.vocab_size; ++t) w.tok_embed[static_cast<std::size_t>(t) * Cs + d] = 0.0f;
+    for (int q = 0; q < config.n_positions; ++q)
+      w.pos_embed[static_cast<std::size_t>(q) * Cs + d] = d == 0 ? kBias : 0.0f;
+    for (auto& b : w.blocks) {  // attn.c_proj (o) and mlp.c_proj (down), Conv1D [in, C]
+      for (int i = 0; i < C; ++i) b.o.w[static_cast<std::size_t>(i) * Cs + d] = 0.0f;
+      b.o.b[static_cast<std::size_t>(d)] = 0.0f;
+      for (int i = 0; i < I; ++i) b.down.w[static_cast<std::size_t>(i) * Cs + d] = 0.0f;
+      b.down.b[static_cast<std::size_t>(d)] = 0.0f;
     }
   }
   for (std::size_t i = 0; i < neurons.size(); ++i) {
     const auto& p = neurons[i];
     const int d = channel[i];
     if (p.kind == "position")
-      for (int q = p.pos_first; q <= p.pos_last; ++q) w.wpe[static_cast<std::size_t>(q) * Cs + d] = kChannel;
+      for (int q = p.pos_first; q <= p.pos_last; ++q) w.pos_embed[static_cast<std::size_t>(q) * Cs + d] = kChannel;
     else
-      for (auto t : p.tokens) w.wte[static_cast<std::size_t>(t) * Cs + d] = kChannel;
+      for (auto t : p.tokens) w.tok_embed[static_cast<std::size_t>(t) * Cs + d] = kChannel;
     auto& b = w.blocks[static_cast<std::size_t>(p.layer)];
     const std::size_t n = static_cast<std::size_t>(p.neuron), Is = static_cast<std::size_t>(I);
-    for (int r = 0; r < C; ++r) b.fc_w[static_cast<std::size_t>(r) * Is + n] = 0.0f;
-    b.fc_w[static_cast<std::size_t>(d) * Is + n] = gain;
-    b.fc_b[n] = -gain * kThreshold;
-    for (int c = 0; c < C; ++c) b.proj_w[n * Cs + static_cast<std::size_t>(c)] = 0.0f;
+    // mlp.c_fc (up) is Conv1D [C, I]: neuron n is column n.
+    for (int r = 0; r < C; ++r) b.up.w[static_cast<std::size_t>(r) * Is + n] = 0.0f;
+    b.up.w[static_cast<std::size_t>(d) * Is + n] = gain;
+    b.up.b[n] = -gain * kThreshold;
+    for (int c = 0; c < C; ++c) b.down.w[n * Cs + static_cast<std::size_t>(c)] = 0.0f;
   }
 
   m.ground_truth = planted_ground_truth(

@@ -15,7 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/gpt2_weights.hpp"
+#include "model/gpt2_config.hpp"
+#include "model/transformer_weights.hpp"
 
 namespace nexplain {
 
@@ -35,12 +36,13 @@ struct PlantedNeuron {
 std::vector<PlantedNeuron> parse_planted_spec(const std::string& spec, const Gpt2Config& config);
 
 struct PlantedModel {
-  Gpt2Weights weights;
+  TransformerWeights weights;  // a GPT-2 (config.model_type "gpt2")
   std::vector<PlantedNeuron> neurons;
   nlohmann::json ground_truth;  // the content of planted.json
 };
 
-// Random GPT-2 (deterministic in `seed`) with the neurons planted. Throws Error when the model
+// Random GPT-2 (deterministic in `seed`: the same weights for a seed on every platform and in
+// every version since the builder first wrote them) with the neurons planted. Throws Error when the model
 // is too narrow for the requested features (each distinct feature reserves one residual dim).
 PlantedModel build_planted_model(const Gpt2Config& config, const std::vector<PlantedNeuron>& neurons,
                                  std::uint64_t seed, const std::string& spec_text = "");

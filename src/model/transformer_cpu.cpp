@@ -1,8 +1,7 @@
-// The generic transformer forward, float32, CPU. Structure as in llm.c and gpt2_cpu.cpp: each
-// step is a small function over flat row-major arrays, rows = B*T tokens; every linear layer is
-// one sgemm over all rows; the rest are loops parallelised over rows or (batch, head) pairs.
-// What differs between families is read from ArchConfig at the step that needs it; for GPT-2
-// the steps and their floating-point order are exactly Gpt2Cpu's, so the two agree bit for bit.
+// The generic transformer forward, float32, CPU. Structure as in llm.c: each step is a small
+// function over flat row-major arrays, rows = B*T tokens; every linear layer is one sgemm over
+// all rows; the rest are loops parallelised over rows or (batch, head) pairs. What differs
+// between families is read from ArchConfig at the step that needs it.
 #include "model/transformer_cpu.hpp"
 
 #include <cblas.h>
@@ -66,7 +65,7 @@ void norm_rows(float* out, const float* in, const NormWeights& n, NormKind kind,
 }
 
 // The MLP activations. gelu_tanh is GPT-2's "gelu_new", 0.5 x (1 + tanh(u)) with
-// u = sqrt(2/pi)(x + 0.044715 x^3), evaluated as the equal x / (1 + exp(-2u)) (as Gpt2Cpu does);
+// u = sqrt(2/pi)(x + 0.044715 x^3), evaluated as the equal x / (1 + exp(-2u));
 // gelu_erf is torch's exact GELU (GPT-NeoX's "gelu"); silu is x * sigmoid(x) (Llama, Qwen2).
 inline float activate(ActKind k, float x) {
   switch (k) {

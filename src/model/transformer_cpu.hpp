@@ -5,14 +5,14 @@
 //
 // "The neurons" of a layer, handed to the ActivationSink, are the input of the MLP's down
 // projection: act(fc x) for a plain MLP (GPT-2, GPT-NeoX), act(gate x) * (up x) for a gated one
-// (Llama, Qwen2). Like Gpt2Cpu it runs only as far as the last requested layer and computes the
-// final norm and logits only when asked.
+// (Llama, Qwen2). It runs only as far as the last requested layer and computes the final norm and
+// logits only when asked: it exists to capture neurons.
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "model/activation_sink.hpp"
-#include "model/gpt2_cpu.hpp"  // ForwardOptions
+#include "model/forward_options.hpp"
 #include "model/transformer_weights.hpp"
 
 namespace nexplain {

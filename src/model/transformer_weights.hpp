@@ -9,7 +9,7 @@
 //   [all q | all k | all v], the layout GPT-2's c_attn already has;
 // - a linear weight keeps the checkpoint's orientation (GPT-2's Conv1D is [in, out],
 //   nn.Linear is [out, in]); `in_major` says which, and the GEMM transposes accordingly, so
-//   loading never transposes a matrix and GPT-2 runs exactly the GEMMs Gpt2Cpu runs.
+//   loading never transposes a matrix and GPT-2 runs on the checkpoint's own Conv1D layout.
 //
 // Tensors come from model.safetensors or a sharded model.safetensors.index.json (Checkpoint),
 // memory-mapped: only the tensors of the requested layers are read from disk. F32, F16, BF16

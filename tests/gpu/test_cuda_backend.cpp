@@ -1,5 +1,5 @@
 // The CUDA backend against the CPU reference (label gpu), on GPT-2: the CPU side is TransformerCpu
-// (which a unit test holds bit-identical to Gpt2Cpu on GPT-2). The other families' forward is
+// (which unit tests hold to HF transformers on GPT-2). The other families' forward is
 // tests/gpu/test_cuda_transformer.cpp. Every test skips, saying why, when the build has no CUDA
 // backend or the machine no CUDA device; the CLI wiring test also runs without a device (then
 // --device cuda must fail clearly and --device auto must fall back to the CPU).

@@ -517,10 +517,17 @@ TEST_F(MpiCollect, BadGridsAreRefused) {
   r = mpirun(4, dir_ / "rec.h5", 64, {"--pipeline-stages", "4", "--layers", "0-1"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("collect runs only 2 transformer blocks"));
-  r = mpirun(2, dir_ / "rec.h5", 64, {"--device", "cuda"});
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.err, HasSubstr("--device cuda: the MPI collect"));
   EXPECT_FALSE(fs::exists(dir_ / "rec.h5"));
+  // --device cuda runs under the driver (docs/MPI.md); on a machine without a device every rank
+  // says why and nothing is written.
+  r = mpirun(2, dir_ / "rec.h5", 64, {"--device", "cuda"});
+  if (r.exit_code == 0) {
+    EXPECT_TRUE(fs::exists(dir_ / "rec.h5")) << "a CUDA machine: the collect ran";
+  } else {
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_THAT(r.err, HasSubstr("--device cuda: no CUDA device"));
+    EXPECT_FALSE(fs::exists(dir_ / "rec.h5"));
+  }
 }
 
 // ==================================================================== tiny Llama: stop and resume

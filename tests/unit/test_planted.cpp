@@ -11,8 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
-#include "model/gpt2_cpu.hpp"
 #include "model/planted.hpp"
+#include "model/transformer_cpu.hpp"
 #include "test_support.hpp"
 
 using namespace nexplain;
@@ -68,9 +68,10 @@ TEST(Planted, NeuronsFireExactlyOnTheirFeature) {
   EXPECT_EQ(truth["neurons"][2]["positions"], (std::vector<int>{0, 1, 2, 3}));
 
   // Load it back through the ordinary path, as collect would.
-  const auto w = Gpt2Weights::load(tmp / "model");
+  const auto w = TransformerWeights::load(tmp / "model");
+  EXPECT_EQ(w.config.model_type, "gpt2");
   EXPECT_EQ(w.config.vocab_size, 50257);
-  Gpt2Cpu cpu(w, 2);
+  TransformerCpu cpu(w, 2);
 
   // Random sequences; some rows get the planted tokens at random places, some none at all.
   const int B = 16, T = 64;
@@ -90,7 +91,7 @@ TEST(Planted, NeuronsFireExactlyOnTheirFeature) {
   tokens[1] = 464;
   CollectingSink sink;
   cpu.forward(tokens.data(), B, T, ForwardOptions{}, sink);
-  const int I = w.config.n_inner;
+  const int I = w.config.intermediate;
   auto act = [&](int layer, int b, int t, int n) { return sink.mlp.at(layer)[static_cast<std::size_t>((b * T + t) * I + n)]; };
 
   for (const auto& p : neurons) {
@@ -139,8 +140,20 @@ TEST(Planted, DeterministicAndTooNarrowIsAnError) {
   const auto a = build_planted_model(config, n, 3);
   const auto b = build_planted_model(config, n, 3);
   const auto c = build_planted_model(config, n, 4);
-  EXPECT_EQ(a.weights.blocks[1].fc_w, b.weights.blocks[1].fc_w);
-  EXPECT_NE(a.weights.blocks[1].fc_w, c.weights.blocks[1].fc_w);
+  EXPECT_EQ(a.weights.blocks[1].up.w, b.weights.blocks[1].up.w);
+  EXPECT_NE(a.weights.blocks[1].up.w, c.weights.blocks[1].up.w);
+
+  // A seed's weights never change between versions (models on disk stay reproducible): these
+  // values were written by the builder before it moved from Gpt2Weights to TransformerWeights,
+  // one from each array its generator fills, in its order.
+  const auto& w = a.weights;
+  EXPECT_EQ(w.tok_embed[2], 0.0177496169f);                   // wte[0, 2]
+  EXPECT_EQ(w.tok_embed[64 * 50256 + 63], 0.0146663561f);     // wte[50256, 63]
+  EXPECT_EQ(w.pos_embed[127 * 64 + 10], -0.0262034237f);      // wpe[127, 10]
+  EXPECT_EQ(w.blocks[0].qkv.w[0], -0.0375996828f);            // h.0.attn.c_attn
+  EXPECT_EQ(w.blocks[1].o.w[5 * 64 + 7], 0.000791062659f);    // h.1.attn.c_proj (residual scale)
+  EXPECT_EQ(w.blocks[1].up.w[3], 0.00465742452f);             // h.1.mlp.c_fc
+  EXPECT_EQ(w.blocks[1].down.w[255 * 64 + 63], -0.0154058579f);  // h.1.mlp.c_proj, last value drawn
 
   // 40 distinct features cannot fit in a 64-wide residual stream.
   std::string spec;

@@ -1,4 +1,5 @@
-// safetensors reader, HF checkpoint directories and GPT-2 weight loading: every malformed input
+// safetensors reader, HF checkpoint directories and loading a GPT-2 checkpoint into
+// TransformerWeights (HF's "transformer." prefix, Conv1D shapes): every malformed input
 // must be an Error naming the file and the byte offset or tensor, never a crash or a silent
 // misread. Corrupt files are built from the real fixture's bytes.
 #include <cstring>
@@ -11,7 +12,7 @@
 
 #include "core/error.hpp"
 #include "io/safetensors.hpp"
-#include "model/gpt2_weights.hpp"
+#include "model/transformer_weights.hpp"
 #include "test_support.hpp"
 
 using namespace nexplain;
@@ -248,7 +249,7 @@ TEST(Checkpoint, PrefixAndBuffers) {
 TEST(Checkpoint, ShardedIndex) {
   NEXPLAIN_REQUIRE_SHARED(shared);
   const auto fx = fixture(shared);
-  const auto single = Gpt2Weights::load(fx.dir);
+  const auto single = TransformerWeights::load(fx.dir);
   const auto src = SafetensorsFile::open(fx.dir / "model.safetensors");
 
   // Split the fixture into two shards: block 0 in one file, everything else in the other.
@@ -268,10 +269,10 @@ TEST(Checkpoint, ShardedIndex) {
   write_safetensors(d / "model-00001-of-00002.safetensors", a);
   write_safetensors(d / "model-00002-of-00002.safetensors", b);
   test::write_file(d / "model.safetensors.index.json", json{{"metadata", json::object()}, {"weight_map", weight_map}}.dump());
-  const auto sharded = Gpt2Weights::load(d);
-  EXPECT_EQ(sharded.blocks[0].fc_w, single.blocks[0].fc_w);
-  EXPECT_EQ(sharded.blocks[1].proj_w, single.blocks[1].proj_w);
-  EXPECT_EQ(sharded.wte, single.wte);
+  const auto sharded = TransformerWeights::load(d);
+  EXPECT_EQ(sharded.blocks[0].up.w, single.blocks[0].up.w);
+  EXPECT_EQ(sharded.blocks[1].down.w, single.blocks[1].down.w);
+  EXPECT_EQ(sharded.tok_embed, single.tok_embed);
 
   fs::remove(d / "model-00002-of-00002.safetensors");
   const auto msg = errmsg([&] { Checkpoint::open(d); });
@@ -286,7 +287,9 @@ TEST(Checkpoint, ShardedIndex) {
   EXPECT_HAS(errmsg([&] { Checkpoint::open(d); }), "puts tensor 'transformer.extra' in 'model-00001-of-00002.safetensors'");
 }
 
-TEST(Gpt2Weights, WrongShapeAndMissingTensor) {
+// GPT-2 through TransformerWeights: shape errors name the stored (prefixed) tensor, its file and
+// the config sizes that imply the expected shape.
+TEST(TransformerWeights, Gpt2WrongShapeAndMissingTensor) {
   NEXPLAIN_REQUIRE_SHARED(shared);
   const auto fx = fixture(shared);
   test::TempDir tmp;
@@ -296,7 +299,7 @@ TEST(Gpt2Weights, WrongShapeAndMissingTensor) {
   auto h = base.header;
   h["transformer.h.1.mlp.c_fc.weight"]["shape"] = {256, 64};
   auto d = model_dir(tmp, fx, join(h, base.data), "shape");
-  auto msg = errmsg([&] { Gpt2Weights::load(d); });
+  auto msg = errmsg([&] { TransformerWeights::load(d); });
   EXPECT_HAS(msg, (d / "model.safetensors").string());
   EXPECT_HAS(msg, "tensor 'transformer.h.1.mlp.c_fc.weight' has shape [256, 64]");
   EXPECT_HAS(msg, "expects [64, 256]");
@@ -306,38 +309,39 @@ TEST(Gpt2Weights, WrongShapeAndMissingTensor) {
   cfg["n_inner"] = 128;
   d = model_dir(tmp, fx, fx.model_bytes, "config");
   test::write_file(d / "config.json", cfg.dump());
-  msg = errmsg([&] { Gpt2Weights::load(d); });
+  msg = errmsg([&] { TransformerWeights::load(d); });
   EXPECT_HAS(msg, "tensor 'transformer.h.0.mlp.c_fc.weight' has shape [64, 256]");
-  EXPECT_HAS(msg, "n_inner=128");
+  EXPECT_HAS(msg, "intermediate 128");
   EXPECT_HAS(msg, "expects [64, 128]");
 
   h = base.header;
   h.erase("transformer.ln_f.bias");
   d = model_dir(tmp, fx, join(h, base.data), "missing");
-  msg = errmsg([&] { Gpt2Weights::load(d); });
+  msg = errmsg([&] { TransformerWeights::load(d); });
   EXPECT_HAS(msg, d.string());
-  EXPECT_HAS(msg, "tensor 'ln_f.bias' (shape [64]) is missing");
+  EXPECT_HAS(msg, "tensor 'ln_f.bias' (shape [64]) is missing from the checkpoint (gpt2 model)");
   // ...but a pipeline stage that does not need ln_f loads fine.
-  Gpt2LoadOptions o;
-  o.final_norm = false;
-  EXPECT_NO_THROW(Gpt2Weights::load(d, o));
+  TransformerLoadOptions o;
+  o.head = false;
+  EXPECT_NO_THROW(TransformerWeights::load(d, o));
 }
 
-TEST(Gpt2Weights, SaveWritesHfLayoutWithoutPrefix) {
+// A saved GPT-2 is what HF saves for openai-community/gpt2: names without the "transformer."
+// prefix, a config HF's GPT2LMHeadModel loads.
+TEST(TransformerWeights, Gpt2SaveWritesHfLayoutWithoutPrefix) {
   NEXPLAIN_REQUIRE_SHARED(shared);
   const auto fx = fixture(shared);
-  const auto w = Gpt2Weights::load(fx.dir);
+  const auto w = TransformerWeights::load(fx.dir);
   test::TempDir tmp;
   w.save(tmp.path());
   const auto f = SafetensorsFile::open(tmp / "model.safetensors");
+  EXPECT_EQ(f.names().size(), 28u);
+  for (const auto& n : f.names()) EXPECT_FALSE(n.starts_with("transformer.")) << n;
   EXPECT_TRUE(f.contains("h.0.mlp.c_fc.weight"));
   EXPECT_TRUE(f.contains("wte.weight"));
-  EXPECT_FALSE(f.contains("transformer.wte.weight"));
-  const auto back = Gpt2Weights::load(tmp.path());
-  EXPECT_EQ(back.config, w.config);
-  EXPECT_EQ(back.blocks[1].attn_w, w.blocks[1].attn_w);
-  EXPECT_EQ(back.wpe, w.wpe);
+  EXPECT_EQ(f.info("h.1.attn.c_attn.weight").shape, (std::vector<std::int64_t>{64, 192}));  // Conv1D [in, out]
   const auto cfg = json::parse(test::read_file(tmp / "config.json"));
   EXPECT_EQ(cfg["model_type"], "gpt2");
   EXPECT_EQ(cfg["architectures"][0], "GPT2LMHeadModel");
+  EXPECT_EQ(cfg["n_inner"], 256);
 }

@@ -72,13 +72,17 @@ class MpiCollect : public ::testing::Test {
     argv.insert(argv.end(), a.begin(), a.end());
     return test::run_process(argv, env);
   }
+  // The same collect in one plain process (no mpirun).
+  test::CliResult single(const fs::path& out, int batch, const std::vector<std::string>& extra = {}) const {
+    auto a = collect_args(out, batch, extra);
+    a.erase(a.begin());  // run_cli supplies the CLI's path
+    return test::run_cli(a);
+  }
   // The reference: a plain single-process collect.
   const std::map<std::string, std::vector<std::uint8_t>>& reference() {
     if (ref_.empty()) {
       const auto out = dir_ / "ref.h5";
-      auto a = collect_args(out, 64);
-      a.erase(a.begin());
-      auto r = test::run_cli(a);
+      auto r = single(out, 64);
       EXPECT_EQ(r.exit_code, 0) << r.err;
       ref_ = test::hdf5_dataset_bytes(out);
     }
@@ -130,9 +134,7 @@ TEST_F(MpiCollect, StageRootsWriteTheFileInTurnByteForByteAsOneProcess) {
   const auto out = dir_ / "rec.h5";
   // The command line is stored in the file: every run below has the same arguments but for the
   // digit of --pipeline-stages, so the files may differ in that one byte and nowhere else.
-  auto a = collect_args(out, 32, {"--pipeline-stages", "1"});
-  a.erase(a.begin());
-  auto r = test::run_cli(a);
+  auto r = single(out, 32, {"--pipeline-stages", "1"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto ref = dir_ / "one-process.h5";
   fs::rename(out, ref);
@@ -279,9 +281,7 @@ TEST_F(MpiCollect, HfFixturesOfEveryFamilyGiveIdenticalRecordsInTwoStages) {
 TEST_F(MpiCollect, PipelineStagesWithoutCapturedLayersPassHiddenStatesOn) {
   // Layers 1 and 3 on 3 stages (blocks 0 | 1 | 2-3): stage 0 captures nothing, yet feeds the others.
   const auto ref = dir_ / "ref13.h5";
-  auto a = collect_args(ref, 64, {"--layers", "1,3"});
-  a.erase(a.begin());
-  auto r = test::run_cli(a);
+  auto r = single(ref, 64, {"--layers", "1,3"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto out = dir_ / "p3.h5";
   log_level_ = "info";
@@ -498,9 +498,7 @@ TEST_F(MpiCollect, MismatchedCheckpointIsRefused) {
   const auto out = dir_ / "rec.h5";
   auto r = mpirun(2, out, 64, {"--checkpoint", ck.string()}, {"NEXPLAIN_TEST_STOP_AT=256"});
   ASSERT_EQ(r.exit_code, 75) << r.err;
-  auto a = collect_args(out, 64, {"--checkpoint", ck.string(), "--seed", "9"});
-  a.erase(a.begin());
-  r = test::run_cli(a);
+  r = single(out, 64, {"--checkpoint", ck.string(), "--seed", "9"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("written by a collect with other parameters"));
   EXPECT_FALSE(fs::exists(out));

@@ -75,7 +75,7 @@ void add_collect_command(CLI::App& app) {
           // apart from whatever else the job runs on other roles (an explain pool).
           const MpiComm ranks = mpi.split_roles(RankRole::collect);
           ds = run_collect_mpi(*o, *d, ranks.get());
-        } catch (const Error& e) {
+        } catch (const std::exception& e) {
           // The other ranks may wait in a collective: end them all.
           if (mpi.size() > 1) {
             std::fprintf(stderr, "error: rank %d: %s\n", mpi.rank(), e.what());

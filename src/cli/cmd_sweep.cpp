@@ -60,7 +60,7 @@ void add_sweep_command(CLI::App& app) {
       SweepOutcome outcome;
       try {
         outcome = run_sweep(config, ro, mpi);
-      } catch (const Error& e) {
+      } catch (const std::exception& e) {
         // Another rank may wait in a collective (the collect stage): end them all.
         if (mpi.size() > 1) {
           std::fprintf(stderr, "error: rank %d: %s\n", mpi.rank(), e.what());

@@ -164,6 +164,7 @@ void finish_collect_records(const fs::path& path, const std::function<void(h5::F
   if (!extra) return;
   auto f = h5::File::open_rw(path);
   extra(f);
+  f.close();
 }
 
 void write_collect_records(const fs::path& path, const CollectOptions& o, const CollectSetup& su, std::uint64_t pre_n,

@@ -47,9 +47,9 @@ constexpr const char* kCheckpointKeyAttr = "checkpoint_key";
 constexpr const char* kCheckpointCursorAttr = "checkpoint_cursor";
 
 // What a checkpoint must match to be resumed: every input that changes the records. A run with
-// other parameters, layers, corpus or model refuses the checkpoint instead of mixing results.
+// other parameters, layers, corpus, model or backend refuses the checkpoint instead of mixing results.
 // The grid is not in it: any rank count and any number of stages resume the same checkpoint.
-std::string checkpoint_key(const CollectOptions& o, const CollectSetup& su) {
+std::string checkpoint_key(const CollectOptions& o, const CollectSetup& su, const std::string& backend) {
   nlohmann::json j;
   j["T"] = su.params.T;
   j["K"] = su.params.K;
@@ -62,6 +62,9 @@ std::string checkpoint_key(const CollectOptions& o, const CollectSetup& su) {
   j["prepass_rate"] = su.rate;
   j["corpus_sha256"] = sha256_file(o.sequences);
   j["model"] = model_provenance(o.model_dir, su.cfg)["files"];
+  // The backend and its precision ("cpu:fp32", "cuda:bf16"): their forwards round differently,
+  // so a state continued on another one would mix two sets of numbers.
+  j["backend"] = backend;
   return j.dump();
 }
 
@@ -173,11 +176,14 @@ WriteTurn unpack_turn(const std::vector<std::uint8_t>& b) {
   for (std::string* str : {&t.path, &t.error}) {
     std::uint64_t n = 0;
     get(&n, sizeof n);
+    if (n > b.size() - at) fail("collect: internal: a write turn message of {} bytes is truncated", b.size());
     str->resize(n);
     get(str->data(), n);
   }
   std::uint64_t n = 0;
   get(&n, sizeof n);
+  if (n > (b.size() - at) / sizeof(std::uint64_t))
+    fail("collect: internal: a write turn message of {} bytes is truncated", b.size());
   t.ids.resize(n);
   get(t.ids.data(), n * sizeof(std::uint64_t));
   return t;
@@ -298,7 +304,6 @@ DistCollectSummary run_collect_mpi(const CollectOptions& o, const DistCollectOpt
   const std::uint64_t N = su.N;
   const auto n_inner = static_cast<std::uint32_t>(su.cfg.intermediate);
   const auto C = static_cast<std::size_t>(su.cfg.hidden);
-  const std::string key = d.checkpoint.empty() ? std::string() : checkpoint_key(o, su);
 
   // ---- the stage plan (same on every rank) and this rank's blocks and layers
   const auto plan = split_stages(block_costs(su.cfg, T, su.layers), embedding_cost(su.cfg), P);
@@ -314,6 +319,7 @@ DistCollectSummary run_collect_mpi(const CollectOptions& o, const DistCollectOpt
   // over these ranks (collective: every rank calls make_backend here, on the same path).
   auto backend = make_backend(bo, su.cfg, me.layers, su.params, me.range.block_begin, me.range.block_end,
                               grid.comm());
+  const std::string key = d.checkpoint.empty() ? std::string() : checkpoint_key(o, su, backend->name());
   if (grid.rank() == 0) {
     spdlog::info("collect: {} model, {} excerpts x {} tokens on {} ranks = {} data groups x {} pipeline stages, {}, "
                  "backend {}, moment block {} excerpts",
@@ -337,7 +343,7 @@ DistCollectSummary run_collect_mpi(const CollectOptions& o, const DistCollectOpt
     auto f = h5::File::open_read(d.checkpoint);
     if (!f.has_attr(kCheckpointKeyAttr)) fail("--checkpoint {}: not a collect checkpoint", d.checkpoint.string());
     if (f.attr_string(kCheckpointKeyAttr) != key)
-      fail("--checkpoint {}: written by a collect with other parameters, layers, corpus or model; remove it or "
+      fail("--checkpoint {}: written by a collect with other parameters, layers, corpus, model or backend; remove it or "
            "rerun with the original options",
            d.checkpoint.string());
     cursor = static_cast<std::uint64_t>(f.attr_int(kCheckpointCursorAttr));

@@ -153,7 +153,15 @@ File File::open_rw(const std::filesystem::path& path) {
   return f;
 }
 
-void File::flush() { H5Fflush(h_.get(), H5F_SCOPE_GLOBAL); }
+void File::flush() {
+  if (H5Fflush(h_.get(), H5F_SCOPE_GLOBAL) < 0) fail("{}: cannot write HDF5 data to disk ({})", path_, hdf5_reason());
+}
+
+void File::close() {
+  if (!h_) return;
+  flush();
+  if (H5Fclose(h_.release()) < 0) fail("{}: cannot close HDF5 file ({})", path_, hdf5_reason());
+}
 
 void File::create_group(const std::string& name) {
   Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);

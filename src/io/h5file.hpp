@@ -37,6 +37,8 @@ class Handle {
     if (id_ >= 0 && closer_) closer_(id_);
     id_ = H5I_INVALID_HID;
   }
+  // Gives the id up without closing it (the caller closes it and checks the result).
+  hid_t release() { return std::exchange(id_, H5I_INVALID_HID); }
 
  private:
   hid_t id_ = H5I_INVALID_HID;
@@ -121,7 +123,9 @@ class File {
   const std::string& path() const { return path_; }
   hid_t id() const { return h_.get(); }
   void flush();
-  void close() { h_.reset(); }
+  // Writes the metadata out and closes the file, failing (naming the file) when either fails --
+  // where a full disk shows up -- instead of the destructor's silent close. Idempotent.
+  void close();
 
   // Groups are created with their parents ("a/b/c").
   void create_group(const std::string& name);

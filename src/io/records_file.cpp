@@ -88,6 +88,7 @@ void create_records_file(const std::filesystem::path& path, const RecordsMeta& m
   f.set_attr_string("corpus", meta.corpus.dump());
   f.set_attr_string("backend", meta.backend);
   f.set_attr_string("command_line", meta.command_line);
+  f.close();  // checked: a full disk fails this step, not a later reader
 }
 
 void append_records_layer(const std::filesystem::path& path, const CaptureState& s) {
@@ -143,6 +144,7 @@ void append_records_layer(const std::filesystem::path& path, const CaptureState&
   write_array(f, g + "skewness", {N}, skew);
   write_array(f, g + "kurtosis", {N}, kurt);
   f.set_attr_int("n_neurons", static_cast<std::int64_t>(N), "layers/" + std::to_string(layer));
+  f.close();  // checked: a full disk fails this step, not a later reader
 }
 
 void append_records_excerpts(const std::filesystem::path& path, const std::vector<std::uint64_t>& ids,
@@ -159,6 +161,7 @@ void append_records_excerpts(const std::filesystem::path& path, const std::vecto
   const std::uint64_t M = ids.size();
   write_array(f, "excerpts/ids", {M}, ids);
   write_array(f, "excerpts/tokens", {M, T}, tokens);
+  f.close();  // checked: a full disk fails this step, not a later reader
 }
 
 void write_records_file(const std::filesystem::path& path, const RecordsMeta& meta,

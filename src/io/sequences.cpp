@@ -70,7 +70,11 @@ SequencesWriter::SequencesWriter(const fs::path& path, const SequencesInfo& info
 SequencesWriter::~SequencesWriter() {
   // Not finished: close HDF5 before AtomicOutput's destructor removes the temporary.
   tokens_ = h5::Dataset();
-  file_.close();
+  try {
+    file_.close();
+  } catch (const Error&) {
+    // Unfinished: the temporary is removed next, so a failed close loses nothing.
+  }
 }
 
 void SequencesWriter::append(const std::uint32_t* ids, std::size_t n) {

@@ -110,7 +110,7 @@ bool on_rank0(MPI_Comm comm, const std::function<void()>& f) {
   if (rank == 0) {
     try {
       f();
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {  // not only Error: a filesystem_error must not strand the others
       error = e.what();
     }
   }
@@ -177,7 +177,7 @@ SweepOutcome run_sweep(const SweepConfig& c, const SweepRunOptions& o, const Mpi
   if (!o.collect_layers.empty() && o.stage != SweepStage::collect)
     fail("--layers selects a collect part: it needs --stage collect");
   // Every rank checks, so every rank stops here alike, before any collective.
-  if (all && c.explain_ranks >= size)
+  if (all && size > 1 && c.explain_ranks >= size)  // one process collects plainly: K does not apply
     fail("[mpi] explain_ranks = {} (--explain-ranks) leaves no rank for the collect: the job has {} rank(s); "
          "run more ranks (mpirun -np {} or more) or reserve fewer",
          c.explain_ranks, size, c.explain_ranks + 1);

@@ -290,6 +290,10 @@ void write_records_in_turn(const RankGrid& g, const RecordsTarget& target, const
 DistCollectSummary run_collect_mpi(const CollectOptions& o, const DistCollectOptions& d, MPI_Comm comm) {
   const auto t0 = std::chrono::steady_clock::now();
   if (d.checkpoint_every > 0 && d.checkpoint.empty()) fail("--checkpoint-every needs --checkpoint PATH");
+  // A finished run removes its checkpoint: the same path for both would delete the records.
+  if (!d.checkpoint.empty() && fs::weakly_canonical(d.checkpoint) == fs::weakly_canonical(o.out))
+    fail("--checkpoint {}: the same file as --out; give the checkpoint its own path (e.g. {}.ckpt.h5)",
+         d.checkpoint.string(), o.out.stem().string());
   const RankGrid grid(comm, d.pipeline_stages);
   const int P = grid.stages(), D = grid.groups();
   install_stop_handlers();

@@ -504,6 +504,15 @@ TEST_F(MpiCollect, MismatchedCheckpointIsRefused) {
   EXPECT_FALSE(fs::exists(out));
 }
 
+TEST_F(MpiCollect, CheckpointAtTheOutputPathIsRefused) {
+  // A finished run removes its checkpoint, which would be the records just written.
+  const auto out = dir_ / "rec.h5";
+  auto r = single(out, 64, {"--checkpoint", (dir_ / "." / "rec.h5").string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("the same file as --out"));
+  EXPECT_FALSE(fs::exists(out));
+}
+
 TEST_F(MpiCollect, BadGridsAreRefused) {
   auto r = mpirun(3, dir_ / "rec.h5", 64, {"--pipeline-stages", "2"});
   EXPECT_EQ(r.exit_code, 1);

@@ -427,6 +427,27 @@ BackgroundJob spawn_in_group(const std::vector<std::string>& argv, const fs::pat
   return job;
 }
 
+// `mpirun -np 2` of the collect `args` (collect_args: the CLI's path first), every
+// rank held at excerpt 256 by NEXPLAIN_TEST_HOLD_AT until a real signal arrives; `mpirun_env`
+// is mpirun's own environment on top of the hook. Output goes to dir/job.{out,err}.
+BackgroundJob spawn_held_collect(const std::vector<std::string>& args, const fs::path& dir,
+                                 std::vector<std::string> mpirun_env = {}) {
+  const std::string hold = "NEXPLAIN_TEST_HOLD_AT=256";
+  std::vector<std::string> argv{"mpirun", "--oversubscribe", "--allow-run-as-root", "-np", "2", "-x", hold};
+  argv.insert(argv.end(), args.begin(), args.end());
+  mpirun_env.insert(mpirun_env.begin(), hold);
+  return spawn_in_group(argv, dir / "job.out", dir / "job.err", mpirun_env);
+}
+
+// Whether the held collect reached its hook within 60 s (rank 0 logs it).
+bool wait_until_holding(const BackgroundJob& job) {
+  for (int i = 0; i < 3000; ++i) {
+    if (test::read_file(job.err).find("until a signal arrives") != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
 }  // namespace
 
 TEST_F(MpiCollect, RealSigusr1SentToMpirunCheckpointsAndExits75) {
@@ -434,18 +455,9 @@ TEST_F(MpiCollect, RealSigusr1SentToMpirunCheckpointsAndExits75) {
   const auto out = dir_ / "rec.h5";
   // 2 stages (one data group, rounds of 256 excerpts). The hook makes every rank wait at 256
   // until the signal has reached it; mpirun forwards SIGUSR1 to all ranks; they agree at 512.
-  std::vector<std::string> argv{"mpirun", "--oversubscribe", "--allow-run-as-root", "-np", "2",
-                                "-x", "NEXPLAIN_TEST_HOLD_AT=256"};
-  const auto a = collect_args(out, 64, {"--checkpoint", ck.string(), "--pipeline-stages", "2"});
-  argv.insert(argv.end(), a.begin(), a.end());
-  auto job = spawn_in_group(argv, dir_ / "job.out", dir_ / "job.err", {"NEXPLAIN_TEST_HOLD_AT=256"});
+  auto job = spawn_held_collect(collect_args(out, 64, {"--checkpoint", ck.string(), "--pipeline-stages", "2"}), dir_.path());
   ASSERT_TRUE(job.running()) << "could not start mpirun";
-  bool holding = false;
-  for (int i = 0; i < 3000 && !holding; ++i) {  // up to 60 s
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    holding = test::read_file(job.err).find("until a signal arrives") != std::string::npos;
-  }
-  ASSERT_TRUE(holding) << test::read_file(job.err);
+  ASSERT_TRUE(wait_until_holding(job)) << test::read_file(job.err);
   ASSERT_EQ(kill(job.pid, SIGUSR1), 0);
   EXPECT_EQ(job.wait(std::chrono::seconds(60)), 75) << test::read_file(job.err);
   ASSERT_TRUE(fs::exists(ck));
@@ -467,19 +479,10 @@ TEST_F(MpiCollect, RealSigtermToOpenMpiMpirunCheckpointsWithinTheSigkillTimeout)
   // SIGTERM 10 s after mpirun, agree at the next round boundary (512) and write the checkpoint
   // before the SIGKILL. mpirun exits 1 (its status for a job it ended), not the ranks' 75.
   const int timeout_s = 10;
-  const std::vector<std::string> env{"NEXPLAIN_TEST_HOLD_AT=256",
-                                     "OMPI_MCA_odls_base_sigkill_timeout=" + std::to_string(timeout_s)};
-  std::vector<std::string> argv{"mpirun", "--oversubscribe", "--allow-run-as-root", "-np", "2", "-x", env[0]};
-  const auto a = collect_args(out, 64, {"--checkpoint", ck.string(), "--pipeline-stages", "2"});
-  argv.insert(argv.end(), a.begin(), a.end());
-  auto job = spawn_in_group(argv, dir_ / "job.out", dir_ / "job.err", env);
+  auto job = spawn_held_collect(collect_args(out, 64, {"--checkpoint", ck.string(), "--pipeline-stages", "2"}), dir_.path(),
+                                {"OMPI_MCA_odls_base_sigkill_timeout=" + std::to_string(timeout_s)});
   ASSERT_TRUE(job.running()) << "could not start mpirun";
-  bool holding = false;
-  for (int i = 0; i < 3000 && !holding; ++i) {  // up to 60 s
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    holding = test::read_file(job.err).find("until a signal arrives") != std::string::npos;
-  }
-  ASSERT_TRUE(holding) << test::read_file(job.err);
+  ASSERT_TRUE(wait_until_holding(job)) << test::read_file(job.err);
   const auto sent = std::chrono::steady_clock::now();
   ASSERT_EQ(kill(job.pid, SIGTERM), 0);
   EXPECT_EQ(job.wait(std::chrono::seconds(90)), 1) << test::read_file(job.err);

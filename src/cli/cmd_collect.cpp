@@ -70,20 +70,15 @@ void add_collect_command(CLI::App& app) {
       {
         MpiSession mpi;
         rank = mpi.rank();
-        try {
-          // Every rank has the collect role here; the communicator keeps collect's messages
-          // apart from whatever else the job runs on other roles (an explain pool).
-          const MpiComm ranks = mpi.split_roles(RankRole::collect);
-          ds = run_collect_mpi(*o, *d, ranks.get());
-        } catch (const std::exception& e) {
-          // The other ranks may wait in a collective: end them all.
-          if (mpi.size() > 1) {
-            std::fprintf(stderr, "error: rank %d: %s\n", mpi.rank(), e.what());
-            std::fflush(stderr);
-            mpi.abort(kExitError);
-          }
-          throw;
-        }
+        // The other ranks may wait in a collective: an error on one ends them all.
+        mpi.run_or_abort_all(
+            [&] {
+              // Every rank has the collect role here; the communicator keeps collect's messages
+              // apart from whatever else the job runs on other roles (an explain pool).
+              const MpiComm ranks = mpi.split_roles(RankRole::collect);
+              ds = run_collect_mpi(*o, *d, ranks.get());
+            },
+            kExitError);
         checkpointed = ds.checkpointed;
       }
       if (checkpointed) {

@@ -58,17 +58,8 @@ void add_sweep_command(CLI::App& app) {
       // Only the stages that read text need the tokenizer.
       if (ro.stage != SweepStage::collect) ro.tokenizer_dir = locate_tokenizer_dir(given);
       SweepOutcome outcome;
-      try {
-        outcome = run_sweep(config, ro, mpi);
-      } catch (const std::exception& e) {
-        // Another rank may wait in a collective (the collect stage): end them all.
-        if (mpi.size() > 1) {
-          std::fprintf(stderr, "error: rank %d: %s\n", mpi.rank(), e.what());
-          std::fflush(stderr);
-          mpi.abort(kExitError);
-        }
-        throw;
-      }
+      // Another rank may wait in a collective (the collect stage): an error ends them all.
+      mpi.run_or_abort_all([&] { outcome = run_sweep(config, ro, mpi); }, kExitError);
       if (mpi.rank() == 0) std::printf("%s", outcome.summary.c_str());
       checkpointed = outcome.checkpointed;
     }

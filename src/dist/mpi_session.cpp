@@ -1,6 +1,8 @@
 #include "dist/mpi_session.hpp"
 
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
 
 namespace nexplain {
 
@@ -26,6 +28,19 @@ MpiSession::~MpiSession() {
 
 MpiComm MpiSession::split_roles(RankRole role) const {
   return MpiComm::split(MPI_COMM_WORLD, static_cast<int>(role), rank_);
+}
+
+void MpiSession::run_or_abort_all(const std::function<void()>& f, int code) const {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    if (size_ > 1) {
+      std::fprintf(stderr, "error: rank %d: %s\n", rank_, e.what());
+      std::fflush(stderr);
+      abort(code);
+    }
+    throw;
+  }
 }
 
 void MpiSession::abort(int code) const {

@@ -4,6 +4,8 @@
 // the single-process and the mpirun runs take the same code path.
 #include <mpi.h>
 
+#include <functional>
+
 #include "dist/mpi_comm.hpp"
 
 namespace nexplain {
@@ -30,6 +32,10 @@ class MpiSession {
 
   // Ends every rank (after a rank caught an error the others cannot know about).
   [[noreturn]] void abort(int code) const;
+  // Runs `f`. An exception on one rank of a multi-rank job is printed with the rank and ends
+  // every rank with `code` (the others may be waiting in a collective for this one); in a single
+  // process it propagates as usual.
+  void run_or_abort_all(const std::function<void()>& f, int code) const;
 
  private:
   bool owner_ = false;

@@ -1,10 +1,10 @@
 // Planted-feature models. The construction, in residual-stream terms (C = n_embd):
 //
-//  * Dim 0 is a "bias" channel: wpe[p, 0] = kBias for every position. It dominates the
+//  * Dim 0 is a "bias" channel: wpe[p, 0] = kPlantedBias for every position. It dominates the
 //    LayerNorm statistics when nothing else is on, so a switched-off channel normalises to a
 //    small negative value instead of to unit-variance noise.
 //  * Dims 1..F are feature channels, one per distinct feature (a token set or a position
-//    range): wte[t, d] = kChannel for the planted tokens, wpe[p, d] = kChannel for the planted
+//    range): wte[t, d] = kPlantedChannel for the planted tokens, wpe[p, d] = kPlantedChannel for the planted
 //    positions, 0 otherwise.
 //  * No block writes into dims 0..F (those columns of both c_proj weights and biases are zeroed),
 //    so every channel holds exactly its embedding value at every layer: a neuron in layer L > 0
@@ -35,8 +35,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr float kBias = 5.0f;        // value of the bias channel (dim 0)
-constexpr float kChannel = 10.0f;    // value of a feature channel when on
 constexpr float kThreshold = 2.0f;   // ln_2 output above which a planted neuron fires
 constexpr float kTarget = 10.0f;     // planted activation with only its own channel on
 constexpr float kMinOn = 3.0f;       // weakest allowed activation when several channels share a token
@@ -88,7 +86,7 @@ std::pair<std::int64_t, std::int64_t> parse_range(const std::string& text, const
 
 // LayerNorm output of an "on" channel when `m` channels (its own included) are on at once.
 double ln_on(int C, int m, double eps) {
-  return planted_channel_after_norm(NormKind::LayerNorm, C, m, eps, kBias, kChannel);
+  return planted_channel_after_norm(NormKind::LayerNorm, C, m, eps, kPlantedBias, kPlantedChannel);
 }
 
 // splitmix64 + Box-Muller (both normals of a pair used): the generator GPT-2 planted models have
@@ -251,7 +249,7 @@ PlantedModel build_planted_model(const Gpt2Config& config, const std::vector<Pla
   for (int d = 0; d <= F; ++d) {
     for (int t = 0; t < config.vocab_size; ++t) w.tok_embed[static_cast<std::size_t>(t) * Cs + d] = 0.0f;
     for (int q = 0; q < config.n_positions; ++q)
-      w.pos_embed[static_cast<std::size_t>(q) * Cs + d] = d == 0 ? kBias : 0.0f;
+      w.pos_embed[static_cast<std::size_t>(q) * Cs + d] = d == 0 ? kPlantedBias : 0.0f;
     for (auto& b : w.blocks) {  // attn.c_proj (o) and mlp.c_proj (down), Conv1D [in, C]
       for (int i = 0; i < C; ++i) b.o.w[static_cast<std::size_t>(i) * Cs + d] = 0.0f;
       b.o.b[static_cast<std::size_t>(d)] = 0.0f;
@@ -263,9 +261,9 @@ PlantedModel build_planted_model(const Gpt2Config& config, const std::vector<Pla
     const auto& p = neurons[i];
     const int d = channel[i];
     if (p.kind == "position")
-      for (int q = p.pos_first; q <= p.pos_last; ++q) w.pos_embed[static_cast<std::size_t>(q) * Cs + d] = kChannel;
+      for (int q = p.pos_first; q <= p.pos_last; ++q) w.pos_embed[static_cast<std::size_t>(q) * Cs + d] = kPlantedChannel;
     else
-      for (auto t : p.tokens) w.tok_embed[static_cast<std::size_t>(t) * Cs + d] = kChannel;
+      for (auto t : p.tokens) w.tok_embed[static_cast<std::size_t>(t) * Cs + d] = kPlantedChannel;
     auto& b = w.blocks[static_cast<std::size_t>(p.layer)];
     const std::size_t n = static_cast<std::size_t>(p.neuron), Is = static_cast<std::size_t>(I);
     // mlp.c_fc (up) is Conv1D [C, I]: neuron n is column n.
@@ -278,9 +276,9 @@ PlantedModel build_planted_model(const Gpt2Config& config, const std::vector<Pla
   m.ground_truth = planted_ground_truth(
       spec_text, seed, config.to_json(), neurons, channel,
       {{"bias_dim", 0},
-       {"bias_value", kBias},
+       {"bias_value", kPlantedBias},
        {"reserved_dims", F + 1},
-       {"channel_value", kChannel},
+       {"channel_value", kPlantedChannel},
        {"threshold", kThreshold},
        {"gain", gain},
        {"target_activation", kTarget},

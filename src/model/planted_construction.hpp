@@ -14,6 +14,11 @@
 
 namespace nexplain {
 
+// The residual stream every builder plants: dim 0 is a bias channel of this constant value, and a
+// feature's channel holds kPlantedChannel where the feature is on (0 elsewhere).
+inline constexpr float kPlantedBias = 5.0f;
+inline constexpr float kPlantedChannel = 10.0f;
+
 // One channel per distinct feature (a token set, or a position range), numbered 1, 2, ... in
 // order of first appearance (dim 0 is the bias channel): neurons planted on the same feature
 // share it. Returns each neuron's channel; the number of channels is the largest (0 for none).

@@ -17,8 +17,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr float kBias = 5.0f;      // value of the bias channel (dim 0)
-constexpr float kChannel = 10.0f;  // value of a feature channel when on
 constexpr double kTarget = 10.0;   // planted neuron with only its own channel on
 constexpr double kMinOn = 3.0;     // weakest allowed when several planted features share a token
 constexpr float kGate = 1.0f;      // gated: g, silu(g h) is close to linear at the channel's values
@@ -111,10 +109,10 @@ PlantedTransformer build_planted_transformer(const ArchConfig& config, const std
 
   // The neuron's value with its channel on, `m` channels on in all, for a readout gain.
   const auto on_value = [&](int m_on, double gain) {
-    const double h = planted_channel_after_norm(config.norm, C, m_on, config.norm_eps, kBias, kChannel);
+    const double h = planted_channel_after_norm(config.norm, C, m_on, config.norm_eps, kPlantedBias, kPlantedChannel);
     return readout == Readout::Gated ? silu(kGate * h) * gain * h : activate(config.act, gain * (h - kThreshold));
   };
-  const double h1 = planted_channel_after_norm(config.norm, C, 1, config.norm_eps, kBias, kChannel);
+  const double h1 = planted_channel_after_norm(config.norm, C, 1, config.norm_eps, kPlantedBias, kPlantedChannel);
   // Gated: u with silu(g h1) u h1 = target. Plain: a with a (h1 - threshold) = target (GELU and
   // ReLU are ~the identity there).
   const double gain = readout == Readout::Gated ? kTarget / (silu(kGate * h1) * h1) : kTarget / (h1 - kThreshold);
@@ -127,7 +125,7 @@ PlantedTransformer build_planted_transformer(const ArchConfig& config, const std
   // Reserved dims: the embedding carries only the planted signal; no block writes into them
   // (with a parallel residual too: both branches write through o and down).
   for (int d = 0; d <= F; ++d) {
-    for (int t = 0; t < config.vocab_size; ++t) w.tok_embed[static_cast<std::size_t>(t) * Cs + d] = d == 0 ? kBias : 0.0f;
+    for (int t = 0; t < config.vocab_size; ++t) w.tok_embed[static_cast<std::size_t>(t) * Cs + d] = d == 0 ? kPlantedBias : 0.0f;
     for (auto& b : w.blocks)
       for (LinearWeights* lw : {&b.o, &b.down}) {
         for (int i = 0; i < lw->in; ++i) weight(*lw, d, i) = 0.0f;
@@ -137,7 +135,7 @@ PlantedTransformer build_planted_transformer(const ArchConfig& config, const std
   for (std::size_t i = 0; i < neurons.size(); ++i) {
     const auto& p = neurons[i];
     const int d = channel[i], n = p.neuron;
-    for (auto t : p.tokens) w.tok_embed[static_cast<std::size_t>(t) * Cs + static_cast<std::size_t>(d)] = kChannel;
+    for (auto t : p.tokens) w.tok_embed[static_cast<std::size_t>(t) * Cs + static_cast<std::size_t>(d)] = kPlantedChannel;
     auto& b = w.blocks[static_cast<std::size_t>(p.layer)];
     if (readout == Readout::Gated) {  // up is [gate | up]: rows n and I + n
       for (int c = 0; c < C; ++c) weight(b.up, n, c) = weight(b.up, I + n, c) = 0.0f;
@@ -153,9 +151,9 @@ PlantedTransformer build_planted_transformer(const ArchConfig& config, const std
   }
 
   nlohmann::json construction = {{"bias_dim", 0},
-                                 {"bias_value", kBias},
+                                 {"bias_value", kPlantedBias},
                                  {"reserved_dims", F + 1},
-                                 {"channel_value", kChannel},
+                                 {"channel_value", kPlantedChannel},
                                  {"target_activation", kTarget}};
   if (readout == Readout::Gated) {
     construction["gate_gain"] = kGate;
